@@ -1,0 +1,124 @@
+"""Hashes and the IKEv1 pseudo-random function.
+
+This module owns the phase 1 HASH_ALGORITHM values (RFC 2409 appendix A): the plain
+hash (used for the phase 1 and phase 2 IVs, NAT-D, cookies) and the PRF, which in
+IKEv1 is always HMAC (RFC 2104) of the negotiated hash, since a proposal carrying a
+PRF attribute is refused (inventory §3.1). It also offers the constant-time compare
+used to check received HASH and MAC values.
+
+HMAC is the standard one (DESIGN §4): the key is padded to the hash's own block
+size, 64 bytes for MD5/SHA-1/SHA-256 and 128 bytes for SHA-384/SHA-512 (RFC 4231,
+RFC 4868 §2.1.1), not the 64 bytes older isakmpd releases used for every hash.
+
+Pure: no I/O, no clock, no randomness.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from isakmpd.wire.constants import HashAlgorithm
+
+__all__ = [
+    "CryptoError",
+    "HashSpec",
+    "KeyLengthError",
+    "UnsupportedAlgorithmError",
+    "equal",
+    "hash",
+    "hash_size",
+    "hash_spec",
+    "prf",
+]
+
+
+class CryptoError(ValueError):
+    """Something about an algorithm or its inputs that negotiation can act on.
+
+    ``attribute`` names the SA attribute (or transform) at fault and ``value`` the
+    number received, so the exchange layer can log and answer with the notify the
+    RFC prescribes. The message never contains key material.
+    """
+
+    def __init__(self, message: str, attribute: str = "", value: int | None = None) -> None:
+        super().__init__(message)
+        self.attribute = attribute
+        self.value = value
+
+
+class UnsupportedAlgorithmError(CryptoError):
+    """A known or unknown algorithm number that this daemon does not implement."""
+
+
+class KeyLengthError(CryptoError):
+    """A KEY_LENGTH attribute (or a key) whose length the algorithm cannot use."""
+
+
+@dataclass(frozen=True)
+class HashSpec:
+    """A supported phase 1 hash: its hashlib name, output size and HMAC block size."""
+
+    algorithm: HashAlgorithm
+    hashlib_name: str
+    digest_size: int
+    block_size: int
+
+    def __hash__(self) -> int:
+        # Written out because the generated one would call this module's hash().
+        return builtins.hash(self.algorithm)
+
+
+# RFC 2409 appendix A and RFC 4868 (IKEv1 use of SHA-2 with HMAC, block sizes in
+# RFC 4231 §1 / FIPS 180-4). TIGER (3) is defined but not implemented (inventory §3.1).
+_HASHES: dict[HashAlgorithm, HashSpec] = {
+    spec.algorithm: spec
+    for spec in (
+        HashSpec(HashAlgorithm.MD5, "md5", 16, 64),
+        HashSpec(HashAlgorithm.SHA, "sha1", 20, 64),
+        HashSpec(HashAlgorithm.SHA2_256, "sha256", 32, 64),
+        HashSpec(HashAlgorithm.SHA2_384, "sha384", 48, 128),
+        HashSpec(HashAlgorithm.SHA2_512, "sha512", 64, 128),
+    )
+}
+
+
+def hash_spec(alg: int) -> HashSpec:
+    """The :class:`HashSpec` of HASH_ALGORITHM value ``alg``.
+
+    Raises :class:`UnsupportedAlgorithmError` naming the attribute and value for
+    TIGER and for numbers RFC 2409 does not define.
+    """
+    try:
+        return _HASHES[HashAlgorithm(alg)]
+    except (ValueError, KeyError):
+        raise UnsupportedAlgorithmError(
+            f"HASH_ALGORITHM {HashAlgorithm.describe(alg)} is not supported "
+            f"(supported: {', '.join(a.label for a in _HASHES)})",
+            "HASH_ALGORITHM", int(alg)) from None
+
+
+def hash_size(alg: int) -> int:
+    """Output size in bytes of hash ``alg`` (and of the PRF built on it)."""
+    return hash_spec(alg).digest_size
+
+
+def hash(alg: int, data: bytes) -> bytes:  # shadows the builtin: RFC 2409 calls it hash
+    """The plain hash of ``data`` with HASH_ALGORITHM ``alg`` (e.g. NAT-D, IVs)."""
+    return hashlib.new(hash_spec(alg).hashlib_name, data).digest()
+
+
+def prf(alg: int, key: bytes, data: bytes) -> bytes:
+    """prf(key, data) of RFC 2409 §5: HMAC (RFC 2104) with hash ``alg``.
+
+    The key may be of any length; keys longer than the hash's block size are hashed
+    first, shorter ones zero-padded to the block size (128 bytes for SHA-384/512).
+    """
+    return hmac.digest(key, data, hash_spec(alg).hashlib_name)
+
+
+def equal(expected: bytes, received: bytes) -> bool:
+    """Compare a computed HASH/MAC with a received one in constant time."""
+    return hmac.compare_digest(expected, received)
