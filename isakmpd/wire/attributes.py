@@ -1,0 +1,162 @@
+"""ISAKMP data attributes (RFC 2408 §3.3): the TV and TLV forms, encode and decode.
+
+An attribute is a 2-byte type word followed by either a 2-byte value (TV, the
+"Attribute Format" bit AF=1 is set in the type word) or a 2-byte length and that
+many value bytes (TLV, AF=0). Transforms (RFC 2409 appendix A, RFC 2407 §4.5) and
+mode-config ATTRIBUTE payloads (draft-ietf-ipsec-isakmp-mode-cfg-05 §3.2) carry
+lists of them.
+
+:class:`Attribute` is the model: decoding gives an ``int`` value for TV and
+``bytes`` for TLV; :meth:`Attribute.as_int` reads either as a number. Encoding an
+``int`` uses TV when it fits in 16 bits and otherwise TLV of at least 4 bytes,
+which is how isakmpd sends a LIFE_DURATION above 0xffff (a 32-bit value).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+
+from isakmpd.wire.constants import NotifyType
+from isakmpd.wire.errors import DecodeError
+
+AF_TV = 0x8000                 # RFC 2408 §3.3: Attribute Format bit
+ATTRIBUTE_TYPE_MAX = 0x7fff    # the type is the low 15 bits of the first word
+TV_VALUE_MAX = 0xffff
+TLV_LENGTH_MAX = 0xffff
+
+
+def enum_or_int(enum_class: type[enum.IntEnum] | None, value: int) -> int:
+    """``enum_class(value)`` when the value is a known member, else the plain int.
+
+    Decoders use this everywhere a field may carry private or future values: an
+    unknown number is kept, never refused (the exchange layer decides).
+    """
+    if enum_class is None:
+        return value
+    try:
+        return enum_class(value)
+    except ValueError:
+        return value
+
+
+def _label(attr_type: int) -> str:
+    return getattr(attr_type, "label", None) or f"attribute type {int(attr_type)}"
+
+
+@dataclass(frozen=True, eq=False)
+class Attribute:
+    """One data attribute. ``value`` is an int (TV, or TLV when encoded from an
+    int too large for 16 bits) or bytes (always TLV).
+
+    ``offset`` is where the attribute started in the decoded buffer (None when
+    built locally); it takes no part in equality.
+
+    Two attributes are equal when they put the same bytes on the wire: a
+    LIFE_DURATION built as ``86400`` equals the one decoded from the peer's
+    4-byte TLV (which decodes to ``bytes``), but a TV differs from a TLV.
+    """
+
+    type: int
+    value: int | bytes
+    offset: int | None = field(default=None, compare=False, repr=False)
+
+    def _key(self) -> tuple[int, bool, int | bytes]:
+        value = self.value
+        if isinstance(value, int) and value > TV_VALUE_MAX:
+            value = value.to_bytes(max(4, (value.bit_length() + 7) // 8), "big")
+        tv = isinstance(value, int)
+        return (int(self.type), tv, value if tv else bytes(value))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Attribute):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    @property
+    def is_tv(self) -> bool:
+        """True when this attribute goes (or came) on the wire in TV form."""
+        return isinstance(self.value, int) and 0 <= self.value <= TV_VALUE_MAX
+
+    def encode(self) -> bytes:
+        """Wire form. Raises ValueError for values no attribute can carry."""
+        attr_type = int(self.type)
+        if not 0 <= attr_type <= ATTRIBUTE_TYPE_MAX:
+            raise ValueError(f"attribute type {attr_type} does not fit in 15 bits")
+        value = self.value
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError(f"{_label(self.type)}: negative value {value}")
+            if value <= TV_VALUE_MAX:
+                return struct.pack("!HH", AF_TV | attr_type, value)
+            # Too big for TV: a TLV of the minimal length, but never below 4
+            # bytes, so a lifetime goes out as the 32-bit number isakmpd sends.
+            size = max(4, (value.bit_length() + 7) // 8)
+            value = value.to_bytes(size, "big")
+        if len(value) > TLV_LENGTH_MAX:
+            raise ValueError(f"{_label(self.type)}: value of {len(value)} bytes is too long")
+        return struct.pack("!HH", attr_type, len(value)) + bytes(value)
+
+    def as_int(self, max_bytes: int = 8) -> int:
+        """The value as an unsigned integer, whatever its form.
+
+        A TLV value must be 1..``max_bytes`` bytes long; otherwise raises
+        :class:`DecodeError` (ATTRIBUTES_NOT_SUPPORTED) naming the attribute.
+        """
+        if isinstance(self.value, int):
+            return self.value
+        if not 1 <= len(self.value) <= max_bytes:
+            offset = -1 if self.offset is None else self.offset
+            raise DecodeError(
+                NotifyType.ATTRIBUTES_NOT_SUPPORTED, offset,
+                f"{_label(self.type)} at offset {offset}: a {len(self.value)}-byte value "
+                f"is not a number of 1 to {max_bytes} bytes")
+        return int.from_bytes(self.value, "big")
+
+
+def encode_attributes(attributes: list[Attribute] | tuple[Attribute, ...]) -> bytes:
+    """Concatenated wire form of ``attributes``, in the given order."""
+    return b"".join(attribute.encode() for attribute in attributes)
+
+
+def decode_attributes(data: bytes, base_offset: int = 0, *,
+                      types: type[enum.IntEnum] | None = None,
+                      notify: NotifyType = NotifyType.PAYLOAD_MALFORMED,
+                      context: str = "attributes") -> list[Attribute]:
+    """Decode a list of attributes that fills ``data`` exactly.
+
+    ``types`` is the enum to name known attribute types with (e.g. IkeAttr);
+    unknown types are kept as ints. ``notify`` is what a truncated or overlong
+    attribute is reported as: transforms use ATTRIBUTES_NOT_SUPPORTED, which is
+    what isakmpd's message_validate_transform sends when attribute_map fails.
+    ``context`` names the container in error messages.
+    """
+    attributes: list[Attribute] = []
+    pos = 0
+    end = len(data)
+    while pos < end:
+        at = base_offset + pos
+        if end - pos < 4:
+            raise DecodeError(
+                notify, at,
+                f"{context}: attribute at offset {at} is truncated: {end - pos} bytes left, "
+                f"an attribute needs at least 4")
+        word, length_or_value = struct.unpack_from("!HH", data, pos)
+        attr_type = enum_or_int(types, word & ATTRIBUTE_TYPE_MAX)
+        if word & AF_TV:
+            attributes.append(Attribute(attr_type, length_or_value, offset=at))
+            pos += 4
+            continue
+        value_end = pos + 4 + length_or_value
+        if value_end > end:
+            raise DecodeError(
+                notify, at,
+                f"{context}: {_label(attr_type)} at offset {at}: TLV length "
+                f"{length_or_value} runs past the end ({end - pos - 4} bytes left)")
+        attributes.append(Attribute(attr_type, bytes(data[pos + 4:value_end]), offset=at))
+        pos = value_end
+    return attributes

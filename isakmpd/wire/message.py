@@ -1,0 +1,331 @@
+"""ISAKMP messages: the 28-byte header (RFC 2408 §3.1) and the top-level payload chain.
+
+This module owns the header codec, the generic payload header walk (RFC 2408
+§3.2) and the :class:`Message` model. It does no encryption: a dispatcher first
+calls :func:`decode_header`, which works whether or not the body is encrypted
+(cookies select the ISAKMP SA, the message ID the exchange), the exchange then
+decrypts ``data[HEADER_SIZE:]`` and calls :meth:`Message.from_body` with
+``allow_padding=True`` (RFC 2409 appendix B pads the plaintext with zeros to the
+cipher block size; like isakmpd we ignore whatever follows the last payload of
+a decrypted body). Outgoing, :meth:`Message.encode_body` gives the plaintext the
+caller encrypts, and :meth:`Header.encode` the header to put in front.
+
+Checks follow RFC 2408 §5.1–5.2 and isakmpd's message.c (message_recv,
+message_parse_payloads); each failure is a :class:`DecodeError` carrying the
+notify to send and the offset in the datagram.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, replace
+
+from isakmpd.wire.attributes import enum_or_int
+from isakmpd.wire.constants import (
+    COOKIE_SIZE,
+    GENERIC_HEADER_SIZE,
+    HEADER_SIZE,
+    ISAKMP_VERSION,
+    PRIVATE_PAYLOAD_MIN,
+    VALID_FLAGS,
+    ExchangeType,
+    Flag,
+    NotifyType,
+    PayloadType,
+)
+from isakmpd.wire.errors import DecodeError
+from isakmpd.wire.payloads import (
+    TOP_LEVEL_TYPES,
+    Payload,
+    decode_payload_body,
+    payload_label,
+)
+
+__all__ = [
+    "HEADER_SIZE",
+    "Header",
+    "Message",
+    "decode_header",
+    "decode_payloads",
+    "encode_payload_chain",
+]
+
+_HEADER = struct.Struct("!8s8sBBBBII")
+# RFC 2408 §3.1 exchange types 7..31 are reserved; 0 is NONE. 6 is mode-config's
+# TRANSACTION, 32..255 are DOI-specific or private (the exchange layer decides).
+_RESERVED_EXCHANGES = range(7, 32)
+_NO_FLAGS = Flag(0)
+
+
+@dataclass(frozen=True)
+class Header:
+    """The fixed ISAKMP header. ``length`` is the whole datagram's length."""
+
+    icookie: bytes
+    rcookie: bytes
+    next_payload: int
+    exchange_type: int
+    flags: Flag
+    message_id: int
+    length: int
+    version: int = ISAKMP_VERSION
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.flags & Flag.ENC)
+
+    @property
+    def major(self) -> int:
+        return self.version >> 4
+
+    @property
+    def minor(self) -> int:
+        return self.version & 0x0f
+
+    def encode(self) -> bytes:
+        """The 28 header bytes. Raises ValueError for fields that do not fit."""
+        for name, cookie in (("icookie", self.icookie), ("rcookie", self.rcookie)):
+            if len(cookie) != COOKIE_SIZE:
+                raise ValueError(f"{name} must be {COOKIE_SIZE} bytes, not {len(cookie)}")
+        for name, value, limit in (("next payload", self.next_payload, 0xff),
+                                   ("version", self.version, 0xff),
+                                   ("exchange type", self.exchange_type, 0xff),
+                                   ("flags", int(self.flags), 0xff),
+                                   ("message id", self.message_id, 0xffffffff),
+                                   ("length", self.length, 0xffffffff)):
+            if not 0 <= int(value) <= limit:
+                raise ValueError(f"header {name} {value} is out of range")
+        return _HEADER.pack(bytes(self.icookie), bytes(self.rcookie), int(self.next_payload),
+                            int(self.version), int(self.exchange_type), int(self.flags),
+                            int(self.message_id), int(self.length))
+
+    def describe(self) -> str:
+        return (f"{ExchangeType.describe(self.exchange_type)} icookie {self.icookie.hex()} "
+                f"rcookie {self.rcookie.hex()} msgid {self.message_id:08x} "
+                f"flags {_flag_names(self.flags)} len {self.length}")
+
+    __str__ = describe
+
+
+def _flag_names(flags: int) -> str:
+    names = [flag.name for flag in Flag if flags & flag and flag.name]
+    return "|".join(names) if names else "0"
+
+
+def _fail(notify: NotifyType, offset: int, message: str, *, silent: bool = False) -> DecodeError:
+    return DecodeError(notify, offset, f"{message} (offset {offset})", silent=silent)
+
+
+def decode_header(data: bytes, *, check_length: bool = True) -> Header:
+    """Decode and validate the 28-byte header of datagram ``data``.
+
+    Works on encrypted messages too (nothing after the header is read). With
+    ``check_length`` (the default) the header's length must equal
+    ``len(data)``; a mismatch is UNEQUAL_PAYLOAD_LENGTHS and, as in isakmpd's
+    message_recv, ``silent`` (no notification is sent). The same goes for a
+    datagram shorter than a header: there are no cookies to answer to.
+    """
+    if len(data) < HEADER_SIZE:
+        raise _fail(NotifyType.UNEQUAL_PAYLOAD_LENGTHS, len(data),
+                    f"message of {len(data)} bytes is shorter than the {HEADER_SIZE}-byte "
+                    "ISAKMP header", silent=True)
+    (icookie, rcookie, next_payload, version, exchange_type, flags, message_id,
+     length) = _HEADER.unpack_from(data)
+    if check_length and length != len(data):
+        raise _fail(NotifyType.UNEQUAL_PAYLOAD_LENGTHS, 24,
+                    f"header length {length} differs from the datagram size {len(data)}",
+                    silent=True)
+    # RFC 2408 §5.1: version first, then exchange type and flags.
+    if version >> 4 != 1:
+        raise _fail(NotifyType.INVALID_MAJOR_VERSION, 17,
+                    f"ISAKMP major version {version >> 4}, we speak 1")
+    if version & 0x0f != 0:
+        raise _fail(NotifyType.INVALID_MINOR_VERSION, 17,
+                    f"ISAKMP minor version {version & 0x0f}, we speak 0")
+    if exchange_type == ExchangeType.NONE or exchange_type in _RESERVED_EXCHANGES:
+        raise _fail(NotifyType.INVALID_EXCHANGE_TYPE, 18,
+                    f"exchange type {exchange_type} is reserved")
+    if flags & (0xff ^ int(VALID_FLAGS)):
+        raise _fail(NotifyType.INVALID_FLAGS, 19,
+                    f"flags {flags:#04x} have bits other than ENC, COMMIT and AUTH_ONLY")
+    _check_top_level_type(next_payload, 16, "ISAKMP header")
+    return Header(icookie, rcookie, enum_or_int(PayloadType, next_payload),
+                  enum_or_int(ExchangeType, exchange_type), Flag(flags), message_id, length,
+                  version)
+
+
+def _check_top_level_type(payload_type: int, offset: int, where: str) -> None:
+    """INVALID_PAYLOAD_TYPE for types that may not head a top-level payload.
+
+    RFC 2408 §5.2 and isakmpd message_parse_payloads: 15..127 other than the
+    NAT-T pair are reserved or have no meaning in IKEv1 (SAK..POP); PROPOSAL and
+    TRANSFORM only live inside an SA. Private types (128..255) are accepted.
+    """
+    if payload_type == PayloadType.NONE or payload_type in TOP_LEVEL_TYPES:
+        return
+    if payload_type >= PRIVATE_PAYLOAD_MIN:
+        return
+    raise _fail(NotifyType.INVALID_PAYLOAD_TYPE, offset,
+                f"{where}: next payload {payload_label(payload_type)} is not allowed")
+
+
+def _walk(first_type: int, body: bytes, base_offset: int,
+          allow_padding: bool) -> tuple[list[Payload], int]:
+    payloads: list[Payload] = []
+    pos = 0
+    current = first_type
+    while current != PayloadType.NONE:
+        at = base_offset + pos
+        left = len(body) - pos
+        if left < GENERIC_HEADER_SIZE:
+            raise _fail(NotifyType.UNEQUAL_PAYLOAD_LENGTHS, at,
+                        f"{payload_label(current)} payload header truncated: {left} bytes left")
+        next_type, reserved, length = struct.unpack_from("!BBH", body, pos)
+        _check_top_level_type(next_type, at, f"{payload_label(current)} payload")
+        if reserved:
+            # isakmpd message_parse_payloads: "reserved field non-zero".
+            raise _fail(NotifyType.PAYLOAD_MALFORMED, at + 1,
+                        f"{payload_label(current)} payload reserved byte is {reserved:#04x}")
+        if length < GENERIC_HEADER_SIZE:
+            raise _fail(NotifyType.PAYLOAD_MALFORMED, at + 2,
+                        f"{payload_label(current)} payload length {length} is shorter than "
+                        "its generic header")
+        if length > left:
+            raise _fail(NotifyType.UNEQUAL_PAYLOAD_LENGTHS, at + 2,
+                        f"{payload_label(current)} payload length {length} runs past the "
+                        f"end ({left} bytes left)")
+        payloads.append(decode_payload_body(
+            current, bytes(body[pos + GENERIC_HEADER_SIZE:pos + length]), at))
+        pos += length
+        current = next_type
+    if pos != len(body) and not allow_padding:
+        raise _fail(NotifyType.UNEQUAL_PAYLOAD_LENGTHS, base_offset + pos,
+                    f"{len(body) - pos} bytes follow the last payload")
+    return payloads, pos
+
+
+def decode_payloads(first_type: int, body: bytes, base_offset: int = HEADER_SIZE, *,
+                    allow_padding: bool = False) -> list[Payload]:
+    """Decode the payload chain in ``body`` that starts with type ``first_type``.
+
+    ``base_offset`` is where ``body`` starts in the datagram (so offsets in
+    errors and in ``payload.offset`` are datagram offsets). Bytes after the last
+    payload are an error (UNEQUAL_PAYLOAD_LENGTHS) unless ``allow_padding``.
+    """
+    _check_top_level_type(first_type, base_offset, "payload chain")
+    return _walk(first_type, body, base_offset, allow_padding)[0]
+
+
+def encode_payload_chain(payloads: list[Payload] | tuple[Payload, ...]) -> tuple[int, bytes]:
+    """``(type of the first payload, chained bytes)``; ``(NONE, b"")`` when empty."""
+    parts = []
+    for i, payload in enumerate(payloads):
+        following = payloads[i + 1].payload_type if i + 1 < len(payloads) else PayloadType.NONE
+        parts.append(payload.encode(following))
+    first = payloads[0].payload_type if payloads else PayloadType.NONE
+    return first, b"".join(parts)
+
+
+@dataclass
+class Message:
+    """An ISAKMP message: header fields and payloads, in order.
+
+    A decoded message also keeps ``body`` (the payload chain bytes exactly as
+    received, padding excluded) and ``padding`` (what followed the last
+    payload); neither takes part in equality.
+    """
+
+    icookie: bytes
+    rcookie: bytes
+    exchange_type: int
+    payloads: list[Payload] = field(default_factory=list)
+    flags: Flag = _NO_FLAGS
+    message_id: int = 0
+    body: bytes | None = field(default=None, compare=False, repr=False)
+    padding: bytes = field(default=b"", compare=False, repr=False)
+
+    # -- encoding ---------------------------------------------------------
+
+    def encode_body(self) -> bytes:
+        """The payload chain (the plaintext an encrypting caller pads and encrypts)."""
+        return encode_payload_chain(self.payloads)[1]
+
+    def header(self, body_length: int | None = None, *, flags: Flag | None = None) -> Header:
+        """The header for a body of ``body_length`` bytes (default: our plaintext)."""
+        first, chain = encode_payload_chain(self.payloads)
+        size = len(chain) if body_length is None else body_length
+        return Header(bytes(self.icookie), bytes(self.rcookie), first, self.exchange_type,
+                      Flag(self.flags if flags is None else flags), self.message_id,
+                      HEADER_SIZE + size)
+
+    def encode(self) -> bytes:
+        """Header and cleartext payloads, flags as set (no encryption here)."""
+        body = self.encode_body()
+        return self.header(len(body)).encode() + body
+
+    # -- decoding ---------------------------------------------------------
+
+    @classmethod
+    def decode(cls, data: bytes) -> Message:
+        """Decode a cleartext datagram (header and payloads).
+
+        The ENC flag is not interpreted: a caller holding an encrypted message
+        uses :func:`decode_header` and :meth:`from_body` instead.
+        """
+        header = decode_header(data)
+        return cls.from_body(header, data[HEADER_SIZE:])
+
+    @classmethod
+    def from_body(cls, header: Header, body: bytes, *, allow_padding: bool = False,
+                  ) -> Message:
+        """Build a message from a decoded header and its (decrypted) body."""
+        payloads, end = _walk(header.next_payload, body, HEADER_SIZE, allow_padding)
+        return cls(header.icookie, header.rcookie, header.exchange_type, payloads,
+                   header.flags, header.message_id, body=bytes(body[:end]),
+                   padding=bytes(body[end:]))
+
+    # -- helpers for exchanges ------------------------------------------------
+
+    def find(self, payload_type: int) -> list[Payload]:
+        """All payloads of ``payload_type``, in message order."""
+        return [p for p in self.payloads if p.payload_type == payload_type]
+
+    def first(self, payload_type: int) -> Payload | None:
+        """The first payload of ``payload_type``, or None."""
+        found = self.find(payload_type)
+        return found[0] if found else None
+
+    def bytes_after(self, index: int) -> bytes:
+        """The chain bytes after payload ``index``, including their generic headers.
+
+        This is what Quick Mode's HASH(1)/HASH(2) and the informational HASH
+        cover (RFC 2409 §5.5, §5.7): "the entire message that follows the hash
+        payload". A decoded message uses the bytes as received.
+        """
+        if not 0 <= index < len(self.payloads):
+            raise IndexError(f"no payload number {index} in a message of "
+                             f"{len(self.payloads)}")
+        payload = self.payloads[index]
+        if self.body is not None and payload.offset is not None and payload.raw is not None:
+            start = payload.offset - HEADER_SIZE + GENERIC_HEADER_SIZE + len(payload.raw)
+            return self.body[start:]
+        return encode_payload_chain(self.payloads[index + 1:])[1]
+
+    def with_flags(self, flags: Flag) -> Message:
+        return replace(self, flags=Flag(flags))
+
+    def describe(self) -> str:
+        """One line for logs: exchange, cookies, message ID, flags and payloads."""
+        payloads = ", ".join(p.label for p in self.payloads) or "no payloads"
+        return (f"{ExchangeType.describe(self.exchange_type)} "
+                f"{bytes(self.icookie).hex()}:{bytes(self.rcookie).hex()} "
+                f"msgid {self.message_id:08x} flags {_flag_names(self.flags)}: {payloads}")
+
+    def describe_long(self) -> str:
+        """Several lines, one per payload with its contents summarised."""
+        lines = [self.describe()]
+        lines.extend(f"  {p.describe()}" for p in self.payloads)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.describe()

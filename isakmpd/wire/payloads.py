@@ -1,0 +1,930 @@
+"""ISAKMP payloads (RFC 2408 §3.4–3.16, RFC 2407 §4.6, RFC 3947 §3–5, mode-config §3.2).
+
+This module owns the body of every payload: one dataclass per payload type with
+``encode_body()`` (the bytes after the 4-byte generic payload header) and a
+``decode_body(body, offset)`` class method that validates every length before
+using it and raises only :class:`~isakmpd.wire.errors.DecodeError`. Chaining
+payloads, the generic header and the message header belong to
+:mod:`isakmpd.wire.message`; the SA payload's nested proposal and transform
+chains are handled here because they live inside the SA body.
+
+Every decoded payload keeps ``raw`` (its body exactly as received, without the
+generic header) and ``offset`` (where its generic header starts in the
+datagram): HASH computations need exact bytes, e.g. the SA body for HASH_I
+(RFC 2409 §5) and ID bodies. Both take no part in equality, so a decoded payload
+compares equal to the same payload built locally.
+
+Fields that may carry values we do not know (private transform IDs, vendor
+notify types, ...) are decoded to the enum member when known and kept as a plain
+``int`` otherwise: whether such a value is acceptable is the exchange's call.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import struct
+from dataclasses import dataclass, field
+from typing import ClassVar, NoReturn, Self
+
+from isakmpd.wire.attributes import (
+    Attribute,
+    decode_attributes,
+    encode_attributes,
+    enum_or_int,
+)
+from isakmpd.wire.constants import (
+    GENERIC_HEADER_SIZE,
+    AhTransform,
+    AuthAlgorithm,
+    AuthMethod,
+    CertEncoding,
+    CfgAttr,
+    CfgMessageType,
+    Doi,
+    EncapsulationMode,
+    EncryptionAlgorithm,
+    EspTransform,
+    GroupDescription,
+    HashAlgorithm,
+    IdType,
+    IkeAttr,
+    IpcompTransform,
+    IpsecAttr,
+    IsakmpTransform,
+    LifeType,
+    NotifyType,
+    PayloadType,
+    ProtocolId,
+    Situation,
+)
+from isakmpd.wire.errors import DecodeError
+
+__all__ = [
+    "AttributePayload",
+    "CertPayload",
+    "CertRequestPayload",
+    "DeletePayload",
+    "HashPayload",
+    "IdPayload",
+    "KeyExchangePayload",
+    "NatDPayload",
+    "NatOaPayload",
+    "NoncePayload",
+    "NotifyPayload",
+    "Payload",
+    "ProposalPayload",
+    "RawPayload",
+    "SaPayload",
+    "SignaturePayload",
+    "TransformPayload",
+    "VendorPayload",
+    "decode_payload_body",
+    "format_id_data",
+    "payload_label",
+]
+
+# Certificate encodings 12..200 are reserved (RFC 2408 §3.9 lists 0..10; isakmpd
+# uses 11 for KeyNote; 201..255 are private use).
+_CERT_RESERVED = range(12, 201)
+# RFC 2408 §3.5 / RFC 2407 §4.4.1: SPI sizes each protocol may use. An ISAKMP
+# "SPI" is the cookie pair (16 bytes) or absent; IPCOMP carries a 2-byte CPI,
+# which RFC 2393 §4.1 lets be sent as 4 bytes.
+_SPI_SIZES: dict[int, tuple[int, ...]] = {
+    ProtocolId.ISAKMP: (0, 16),
+    ProtocolId.IPSEC_AH: (4,),
+    ProtocolId.IPSEC_ESP: (4,),
+    ProtocolId.IPCOMP: (2, 4),
+}
+_TRANSFORM_IDS: dict[int, type[enum.IntEnum]] = {
+    ProtocolId.ISAKMP: IsakmpTransform,
+    ProtocolId.IPSEC_AH: AhTransform,
+    ProtocolId.IPSEC_ESP: EspTransform,
+    ProtocolId.IPCOMP: IpcompTransform,
+}
+# RFC 2407 §4.6.2.2-.9: fixed data sizes of the address ID types.
+_ID_DATA_SIZES: dict[int, int] = {
+    IdType.IPV4_ADDR: 4,
+    IdType.IPV4_ADDR_SUBNET: 8,
+    IdType.IPV4_RANGE: 8,
+    IdType.IPV6_ADDR: 16,
+    IdType.IPV6_ADDR_SUBNET: 32,
+    IdType.IPV6_RANGE: 32,
+}
+
+
+def payload_label(payload_type: int) -> str:
+    """isakmpd's name of a payload type, or ``'private (N)'`` / ``'unknown (N)'``."""
+    try:
+        return PayloadType(payload_type).label
+    except ValueError:
+        kind = "private" if payload_type >= 128 else "unknown"
+        return f"{kind} ({payload_type})"
+
+
+def _name(value: int) -> str:
+    label = getattr(value, "label", None)
+    return label if label is not None else str(int(value))
+
+
+def _fail(notify: NotifyType, offset: int, message: str, *, silent: bool = False) -> NoReturn:
+    raise DecodeError(notify, offset, f"{message} (offset {offset})", silent=silent)
+
+
+def _need(body: bytes, size: int, offset: int, what: str) -> None:
+    """PAYLOAD_MALFORMED unless ``body`` has at least ``size`` bytes."""
+    if len(body) < size:
+        _fail(NotifyType.PAYLOAD_MALFORMED, offset,
+              f"{what} body is {len(body)} bytes, needs at least {size}")
+
+
+def _check_u8(value: int, what: str) -> int:
+    if not 0 <= int(value) <= 0xff:
+        raise ValueError(f"{what} {value} does not fit in one byte")
+    return int(value)
+
+
+def _check_u16(value: int, what: str) -> int:
+    if not 0 <= int(value) <= 0xffff:
+        raise ValueError(f"{what} {value} does not fit in two bytes")
+    return int(value)
+
+
+def _check_u32(value: int, what: str) -> int:
+    if not 0 <= int(value) <= 0xffffffff:
+        raise ValueError(f"{what} {value} does not fit in four bytes")
+    return int(value)
+
+
+def _short_hex(data: bytes, limit: int = 16) -> str:
+    text = data[:limit].hex()
+    return text + ("..." if len(data) > limit else "")
+
+
+def _walk_chain(data: bytes, base_offset: int, first_type: int, allowed: frozenset[int],
+                context: str) -> list[tuple[int, bytes, int]]:
+    """Walk a nested payload chain (proposals in an SA, transforms in a proposal).
+
+    The chain must fill ``data`` exactly and contain only ``allowed`` types;
+    returns ``(type, body, offset of generic header)`` per element. Structural
+    faults are BAD_PROPOSAL_SYNTAX (RFC 2408 §5.4–5.6), a non-zero reserved byte
+    is PAYLOAD_MALFORMED as for every generic header.
+    """
+    items: list[tuple[int, bytes, int]] = []
+    pos = 0
+    current = first_type
+    while True:
+        at = base_offset + pos
+        if len(data) - pos < GENERIC_HEADER_SIZE:
+            _fail(NotifyType.BAD_PROPOSAL_SYNTAX, at,
+                  f"{context}: {payload_label(current)} header truncated, "
+                  f"{len(data) - pos} bytes left")
+        next_type, reserved, length = struct.unpack_from("!BBH", data, pos)
+        if reserved:
+            _fail(NotifyType.PAYLOAD_MALFORMED, at + 1,
+                  f"{context}: {payload_label(current)} reserved byte is {reserved:#04x}, "
+                  "must be 0")
+        if length < GENERIC_HEADER_SIZE or pos + length > len(data):
+            _fail(NotifyType.BAD_PROPOSAL_SYNTAX, at + 2,
+                  f"{context}: {payload_label(current)} length {length} does not fit in "
+                  f"the {len(data) - pos} bytes left")
+        items.append((current, bytes(data[pos + GENERIC_HEADER_SIZE:pos + length]), at))
+        pos += length
+        if next_type == PayloadType.NONE:
+            if pos != len(data):
+                _fail(NotifyType.BAD_PROPOSAL_SYNTAX, base_offset + pos,
+                      f"{context}: {len(data) - pos} bytes follow the last "
+                      f"{payload_label(current)}")
+            return items
+        if next_type not in allowed:
+            _fail(NotifyType.BAD_PROPOSAL_SYNTAX, at,
+                  f"{context}: next payload {payload_label(next_type)} is not allowed here")
+        if pos == len(data):
+            _fail(NotifyType.BAD_PROPOSAL_SYNTAX, at,
+                  f"{context}: next payload {payload_label(next_type)} announced but the "
+                  "data ends")
+        current = next_type
+
+
+def _generic(next_type: int, body: bytes) -> bytes:
+    length = GENERIC_HEADER_SIZE + len(body)
+    if length > 0xffff:
+        raise ValueError(f"payload of {length} bytes exceeds the 16-bit length field")
+    return struct.pack("!BBH", _check_u8(next_type, "next payload"), 0, length) + body
+
+
+# Enums naming the values of transform attributes, per attribute enum class.
+_VALUE_NAMES: dict[tuple[type, int], type[enum.IntEnum]] = {
+    (IkeAttr, IkeAttr.ENCRYPTION_ALGORITHM): EncryptionAlgorithm,
+    (IkeAttr, IkeAttr.HASH_ALGORITHM): HashAlgorithm,
+    (IkeAttr, IkeAttr.AUTHENTICATION_METHOD): AuthMethod,
+    (IkeAttr, IkeAttr.GROUP_DESCRIPTION): GroupDescription,
+    (IkeAttr, IkeAttr.LIFE_TYPE): LifeType,
+    (IpsecAttr, IpsecAttr.SA_LIFE_TYPE): LifeType,
+    (IpsecAttr, IpsecAttr.GROUP_DESCRIPTION): GroupDescription,
+    (IpsecAttr, IpsecAttr.ENCAPSULATION_MODE): EncapsulationMode,
+    (IpsecAttr, IpsecAttr.AUTHENTICATION_ALGORITHM): AuthAlgorithm,
+}
+
+
+def _attribute_text(attribute: Attribute) -> str:
+    """``NAME=VALUE`` with the value named where an enum says what it means."""
+    value = attribute.value
+    if isinstance(value, bytes):
+        text = str(int.from_bytes(value, "big")) if 0 < len(value) <= 8 else value.hex()
+    else:
+        names = _VALUE_NAMES.get((type(attribute.type), int(attribute.type)))
+        text = _name(enum_or_int(names, value))
+    return f"{_name(attribute.type)}={text}"
+
+
+# --- base ------------------------------------------------------------------
+
+
+@dataclass
+class Payload:
+    """A payload body. Subclasses set ``TYPE`` and implement the two codecs."""
+
+    TYPE: ClassVar[int] = PayloadType.NONE
+
+    raw: bytes | None = field(default=None, kw_only=True, compare=False, repr=False)
+    offset: int | None = field(default=None, kw_only=True, compare=False, repr=False)
+
+    @property
+    def payload_type(self) -> int:
+        """The number that goes into the previous next-payload field."""
+        return self.TYPE
+
+    @property
+    def label(self) -> str:
+        return payload_label(self.payload_type)
+
+    def encode_body(self) -> bytes:
+        raise NotImplementedError
+
+    def encode(self, next_type: int = PayloadType.NONE) -> bytes:
+        """Generic header (RFC 2408 §3.2) followed by the body."""
+        return _generic(next_type, self.encode_body())
+
+    def body_bytes(self) -> bytes:
+        """The body as received when decoded, else as we would send it.
+
+        This is what HASH_I/HASH_R take for SAi_b and IDii_b (RFC 2409 §5).
+        """
+        return self.raw if self.raw is not None else self.encode_body()
+
+    @classmethod
+    def decode_body(cls, body: bytes, offset: int) -> Self:
+        """Decode a body; ``offset`` is that of the generic header in the datagram."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """A short one-line summary for logs."""
+        return self.label
+
+    def _finish(self, body: bytes, offset: int) -> Self:
+        self.raw = bytes(body)
+        self.offset = offset
+        return self
+
+
+def _body_start(offset: int) -> int:
+    return offset + GENERIC_HEADER_SIZE
+
+
+# --- SA, proposal, transform (RFC 2408 §3.4–3.6, RFC 2407 §4.6.1) ------------
+
+
+@dataclass
+class TransformPayload(Payload):
+    """Transform: number, transform ID and data attributes (RFC 2408 §3.6).
+
+    ``attributes`` are named with IkeAttr for an ISAKMP proposal and IpsecAttr
+    for AH/ESP/IPCOMP (RFC 2407 §4.5).
+    """
+
+    TYPE: ClassVar[int] = PayloadType.TRANSFORM
+
+    number: int
+    transform_id: int
+    attributes: list[Attribute] = field(default_factory=list)
+
+    def encode_body(self) -> bytes:
+        return (struct.pack("!BBH", _check_u8(self.number, "transform number"),
+                            _check_u8(self.transform_id, "transform id"), 0)
+                + encode_attributes(self.attributes))
+
+    @classmethod
+    def decode_body(cls, body: bytes, offset: int, protocol_id: int = ProtocolId.ISAKMP,
+                    ) -> Self:
+        start = _body_start(offset)
+        _need(body, 4, offset, "transform")
+        number, transform_id, reserved = struct.unpack_from("!BBH", body)
+        if reserved:
+            # isakmpd message_validate_transform: RESERVED2 must be zero.
+            _fail(NotifyType.PAYLOAD_MALFORMED, start + 2,
+                  f"transform {number}: reserved field is {reserved:#06x}, must be 0")
+        types = IkeAttr if protocol_id == ProtocolId.ISAKMP else IpsecAttr
+        # isakmpd reports attributes it cannot parse as ATTRIBUTES_NOT_SUPPORTED
+        # (message_validate_transform after attribute_map fails).
+        attributes = decode_attributes(
+            body[4:], start + 4, types=types, notify=NotifyType.ATTRIBUTES_NOT_SUPPORTED,
+            context=f"transform {number}")
+        transform_id = enum_or_int(_TRANSFORM_IDS.get(protocol_id), transform_id)
+        return cls(number, transform_id, attributes)._finish(body, offset)
+
+    def attribute(self, attr_type: int) -> Attribute | None:
+        """The first attribute of ``attr_type``, or None."""
+        for attribute in self.attributes:
+            if attribute.type == attr_type:
+                return attribute
+        return None
+
+    def describe(self) -> str:
+        attrs = ", ".join(_attribute_text(a) for a in self.attributes)
+        return f"T#{self.number} {_name(self.transform_id)}({attrs})"
+
+
+@dataclass
+class ProposalPayload(Payload):
+    """Proposal: number, protocol ID, SPI (0–255 bytes) and transforms (RFC 2408 §3.5)."""
+
+    TYPE: ClassVar[int] = PayloadType.PROPOSAL
+
+    number: int
+    protocol_id: int
+    spi: bytes = b""
+    transforms: list[TransformPayload] = field(default_factory=list)
+
+    def encode_body(self) -> bytes:
+        if not self.transforms:
+            raise ValueError(f"proposal {self.number} has no transforms")
+        if len(self.transforms) > 0xff:
+            raise ValueError(f"proposal {self.number} has more than 255 transforms")
+        head = struct.pack("!BBBB", _check_u8(self.number, "proposal number"),
+                           _check_u8(self.protocol_id, "protocol id"),
+                           _check_u8(len(self.spi), "SPI size"), len(self.transforms))
+        chain = b"".join(
+            transform.encode(PayloadType.TRANSFORM if i + 1 < len(self.transforms)
+                             else PayloadType.NONE)
+            for i, transform in enumerate(self.transforms))
+        return head + bytes(self.spi) + chain
+
+    @classmethod
+    def decode_body(cls, body: bytes, offset: int) -> Self:
+        start = _body_start(offset)
+        _need(body, 4, offset, "proposal")
+        number, protocol_id, spi_size, count = struct.unpack_from("!BBBB", body)
+        if protocol_id not in _SPI_SIZES:
+            # RFC 2408 §5.5; isakmpd ipsec_validate_proto.
+            _fail(NotifyType.INVALID_PROTOCOL_ID, start + 1,
+                  f"proposal {number}: protocol id {protocol_id} is not ISAKMP, AH, ESP "
+                  "or IPCOMP")
+        protocol_id = ProtocolId(protocol_id)
+        if spi_size not in _SPI_SIZES[protocol_id]:
+            _fail(NotifyType.INVALID_SPI, start + 2,
+                  f"proposal {number}: SPI size {spi_size} is invalid for "
+                  f"{protocol_id.label}")
+        if 4 + spi_size > len(body):
+            _fail(NotifyType.BAD_PROPOSAL_SYNTAX, start + 2,
+                  f"proposal {number}: SPI of {spi_size} bytes runs past the proposal")
+        spi = bytes(body[4:4 + spi_size])
+        if count == 0:
+            _fail(NotifyType.BAD_PROPOSAL_SYNTAX, start + 3,
+                  f"proposal {number} has no transforms")
+        items = _walk_chain(body[4 + spi_size:], start + 4 + spi_size, PayloadType.TRANSFORM,
+                            frozenset({PayloadType.TRANSFORM}), f"proposal {number}")
+        if len(items) != count:
+            _fail(NotifyType.BAD_PROPOSAL_SYNTAX, start + 3,
+                  f"proposal {number} announces {count} transforms but carries {len(items)}")
+        transforms: list[TransformPayload] = []
+        for _type, tbody, toffset in items:
+            transform = TransformPayload.decode_body(tbody, toffset, protocol_id)
+            # isakmpd message_validate_transform: strictly increasing numbers.
+            if transforms and transform.number <= transforms[-1].number:
+                _fail(NotifyType.BAD_PROPOSAL_SYNTAX, _body_start(toffset),
+                      f"proposal {number}: transform number {transform.number} does not "
+                      f"follow {transforms[-1].number}")
+            transforms.append(transform)
+        return cls(number, protocol_id, spi, transforms)._finish(body, offset)
+
+    def describe(self) -> str:
+        spi = f" spi {self.spi.hex()}" if self.spi else ""
+        inner = " ".join(t.describe() for t in self.transforms)
+        return f"P#{self.number} {_name(self.protocol_id)}{spi} [{inner}]"
+
+
+@dataclass
+class SaPayload(Payload):
+    """Security Association: DOI, situation and proposals (RFC 2408 §3.4).
+
+    For the IPsec DOI the situation is a 4-byte bitmask (RFC 2407 §4.6.1); only
+    IDENTITY_ONLY is supported, as in isakmpd (ipsec_validate_situation), since
+    SECRECY/INTEGRITY add labelled-domain fields nobody implements. The generic
+    ISAKMP DOI (0) has no situation field at all (isakmpd's isakmp_doi), so
+    ``situation`` is None then.
+    """
+
+    TYPE: ClassVar[int] = PayloadType.SA
+
+    doi: int = Doi.IPSEC
+    situation: int | None = Situation.IDENTITY_ONLY
+    proposals: list[ProposalPayload] = field(default_factory=list)
+
+    def encode_body(self) -> bytes:
+        if not self.proposals:
+            raise ValueError("an SA payload needs at least one proposal")
+        head = struct.pack("!I", _check_u32(self.doi, "DOI"))
+        if self.situation is not None:
+            head += struct.pack("!I", _check_u32(self.situation, "situation"))
+        return head + b"".join(
+            proposal.encode(PayloadType.PROPOSAL if i + 1 < len(self.proposals)
+                            else PayloadType.NONE)
+            for i, proposal in enumerate(self.proposals))
+
+    @classmethod
+    def decode_body(cls, body: bytes, offset: int) -> Self:
+        start = _body_start(offset)
+        _need(body, 4, offset, "SA")
+        (doi,) = struct.unpack_from("!I", body)
+        situation: int | None
+        if doi == Doi.IPSEC:
+            _need(body, 8, offset, "SA (IPsec DOI)")
+            (situation,) = struct.unpack_from("!I", body, 4)
+            if situation != Situation.IDENTITY_ONLY:
+                _fail(NotifyType.SITUATION_NOT_SUPPORTED, start + 4,
+                      f"SA situation {situation:#x} is not IDENTITY_ONLY (1)")
+            situation = Situation.IDENTITY_ONLY
+            pos = 8
+        elif doi == Doi.ISAKMP:
+            situation = None
+            pos = 4
+        else:
+            _fail(NotifyType.DOI_NOT_SUPPORTED, start, f"SA DOI {doi} is not supported")
+        if pos == len(body):
+            _fail(NotifyType.BAD_PROPOSAL_SYNTAX, start + pos, "SA payload has no proposals")
+        items = _walk_chain(body[pos:], start + pos, PayloadType.PROPOSAL,
+                            frozenset({PayloadType.PROPOSAL}), "SA")
+        proposals: list[ProposalPayload] = []
+        for _type, pbody, poffset in items:
+            proposal = ProposalPayload.decode_body(pbody, poffset)
+            # RFC 2408 §4.2 / isakmpd message_validate_proposal: proposal numbers
+            # never decrease (equal numbers form one AND-ed protection suite).
+            if proposals and proposal.number < proposals[-1].number:
+                _fail(NotifyType.BAD_PROPOSAL_SYNTAX, _body_start(poffset),
+                      f"SA: proposal number {proposal.number} follows "
+                      f"{proposals[-1].number}")
+            proposals.append(proposal)
+        return cls(Doi(doi), situation, proposals)._finish(body, offset)
+
+    def describe(self) -> str:
+        return f"SA doi {_name(self.doi)} " + " ".join(p.describe() for p in self.proposals)
+
+
+# --- simple payloads ---------------------------------------------------------
+
+
+@dataclass
+class _DataPayload(Payload):
+    """A payload whose body is one opaque byte string."""
+
+    data: bytes = b""
+
+    def encode_body(self) -> bytes:
+        return bytes(self.data)
+
+    @classmethod
+    def decode_body(cls, body: bytes, offset: int) -> Self:
+        return cls(bytes(body))._finish(body, offset)
+
+    def describe(self) -> str:
+        return f"{self.label}({len(self.data)}: {_short_hex(self.data)})"
+
+
+@dataclass
+class KeyExchangePayload(_DataPayload):
+    """KE: the DH public value (RFC 2408 §3.7); its length is checked by the exchange."""
+
+    TYPE: ClassVar[int] = PayloadType.KEY_EXCH
+
+
+@dataclass
+class HashPayload(_DataPayload):
+    """HASH (RFC 2408 §3.11)."""
+
+    TYPE: ClassVar[int] = PayloadType.HASH
+
+
+@dataclass
+class SignaturePayload(_DataPayload):
+    """SIG (RFC 2408 §3.12)."""
+
+    TYPE: ClassVar[int] = PayloadType.SIG
+
+
+@dataclass
+class NoncePayload(_DataPayload):
+    """NONCE (RFC 2408 §3.13); the 8–256 byte rule is the exchange's."""
+
+    TYPE: ClassVar[int] = PayloadType.NONCE
+
+
+@dataclass
+class VendorPayload(_DataPayload):
+    """VID (RFC 2408 §3.16)."""
+
+    TYPE: ClassVar[int] = PayloadType.VENDOR
+
+
+@dataclass
+class NatDPayload(_DataPayload):
+    """NAT-D: a hash of address and port (RFC 3947 §3.2). ``draft`` selects type 130."""
+
+    draft: bool = False
+
+    @property
+    def payload_type(self) -> int:
+        return PayloadType.NAT_D_DRAFT if self.draft else PayloadType.NAT_D
+
+    @classmethod
+    def decode_body(cls, body: bytes, offset: int, draft: bool = False) -> Self:
+        return cls(bytes(body), draft)._finish(body, offset)
+
+
+# --- identification (RFC 2407 §4.6.2) ----------------------------------------
+
+
+def format_id_data(id_type: int, data: bytes) -> str:
+    """Readable form of ID data for logs: addresses, subnets, names, hex otherwise."""
+    try:
+        if id_type == IdType.IPV4_ADDR and len(data) == 4:
+            return str(ipaddress.IPv4Address(data))
+        if id_type == IdType.IPV6_ADDR and len(data) == 16:
+            return str(ipaddress.IPv6Address(data))
+        if id_type in (IdType.IPV4_ADDR_SUBNET, IdType.IPV4_RANGE) and len(data) == 8:
+            first, second = ipaddress.IPv4Address(data[:4]), ipaddress.IPv4Address(data[4:])
+            sep = "/" if id_type == IdType.IPV4_ADDR_SUBNET else "-"
+            return f"{first}{sep}{second}"
+        if id_type in (IdType.IPV6_ADDR_SUBNET, IdType.IPV6_RANGE) and len(data) == 32:
+            first6 = ipaddress.IPv6Address(data[:16])
+            second6 = ipaddress.IPv6Address(data[16:])
+            sep = "/" if id_type == IdType.IPV6_ADDR_SUBNET else "-"
+            return f"{first6}{sep}{second6}"
+        if id_type in (IdType.FQDN, IdType.USER_FQDN):
+            return data.decode("ascii", "backslashreplace")
+    except ValueError:
+        pass
+    return data.hex()
+
+
+@dataclass
+class IdPayload(Payload):
+    """ID: type, protocol, port and data (RFC 2407 §4.6.2; phase 1 uses the same layout).
+
+    ``id_type`` must be a defined IPsec DOI ID type and address types must have
+    their fixed data size, else INVALID_ID_INFORMATION (RFC 2408 §5.?, isakmpd
+    ipsec_validate_id_information). Protocol/port rules depend on the phase and
+    are checked by the exchange.
+    """
+
+    TYPE: ClassVar[int] = PayloadType.ID
+
+    id_type: int
+    data: bytes
+    protocol: int = 0
+    port: int = 0
+
+    def encode_body(self) -> bytes:
+        return struct.pack("!BBH", _check_u8(self.id_type, "ID type"),
+                           _check_u8(self.protocol, "ID protocol"),
+                           _check_u16(self.port, "ID port")) + bytes(self.data)
+
+    @classmethod
+    def decode_body(cls, body: bytes, offset: int) -> Self:
+        start = _body_start(offset)
+        _need(body, 4, offset, "ID")
+        id_type, protocol, port = struct.unpack_from("!BBH", body)
+        try:
+            id_type = IdType(id_type)
+        except ValueError:
+            _fail(NotifyType.INVALID_ID_INFORMATION, start,
+                  f"ID type {id_type} is not defined by the IPsec DOI")
+        data = bytes(body[4:])
+        size = _ID_DATA_SIZES.get(id_type)
+        if size is not None and len(data) != size:
+            _fail(NotifyType.INVALID_ID_INFORMATION, start + 4,
+                  f"{id_type.label} data is {len(data)} bytes, must be {size}")
+        if size is None and not data:
+            _fail(NotifyType.INVALID_ID_INFORMATION, start + 4, f"{id_type.label} data is empty")
+        return cls(id_type, data, protocol, port)._finish(body, offset)
+
+    @classmethod
+    def from_address(cls, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
+                     protocol: int = 0, port: int = 0) -> Self:
+        """An IPV4_ADDR or IPV6_ADDR identity."""
+        ip = ipaddress.ip_address(address)
+        id_type = IdType.IPV4_ADDR if ip.version == 4 else IdType.IPV6_ADDR
+        return cls(id_type, ip.packed, protocol, port)
+
+    @classmethod
+    def from_network(cls, network: str | ipaddress.IPv4Network | ipaddress.IPv6Network,
+                     protocol: int = 0, port: int = 0) -> Self:
+        """An IPV4_ADDR_SUBNET or IPV6_ADDR_SUBNET identity (address and mask)."""
+        net = ipaddress.ip_network(network)
+        id_type = IdType.IPV4_ADDR_SUBNET if net.version == 4 else IdType.IPV6_ADDR_SUBNET
+        return cls(id_type, net.network_address.packed + net.netmask.packed, protocol, port)
+
+    def describe(self) -> str:
+        extra = f" proto {self.protocol} port {self.port}" if self.protocol or self.port else ""
+        return f"ID {_name(self.id_type)} {format_id_data(self.id_type, self.data)}{extra}"
+
+
+# --- certificates (RFC 2408 §3.9, §3.10) -------------------------------------
+
+
+@dataclass
+class CertPayload(Payload):
+    """CERT: encoding and certificate data (RFC 2408 §3.9)."""
+
+    TYPE: ClassVar[int] = PayloadType.CERT
+
+    encoding: int
+    data: bytes
+
+    def encode_body(self) -> bytes:
+        return bytes([_check_u8(self.encoding, "certificate encoding")]) + bytes(self.data)
+
+    @classmethod
+    def decode_body(cls, body: bytes, offset: int) -> Self:
+        _need(body, 1, offset, "CERT")
+        if body[0] in _CERT_RESERVED:
+            # RFC 2408 §5.9; isakmpd message_validate_cert.
+            _fail(NotifyType.INVALID_CERT_ENCODING, _body_start(offset),
+                  f"certificate encoding {body[0]} is reserved")
+        return cls(enum_or_int(CertEncoding, body[0]), bytes(body[1:]))._finish(body, offset)
+
+    def describe(self) -> str:
+        return f"CERT {_name(self.encoding)} ({len(self.data)} bytes)"
+
+
+@dataclass
+class CertRequestPayload(Payload):
+    """CR: certificate type and (possibly empty) authority (RFC 2408 §3.10)."""
+
+    TYPE: ClassVar[int] = PayloadType.CERT_REQ
+
+    encoding: int
+    authority: bytes = b""
+
+    def encode_body(self) -> bytes:
+        return bytes([_check_u8(self.encoding, "certificate type")]) + bytes(self.authority)
+
+    @classmethod
+    def decode_body(cls, body: bytes, offset: int) -> Self:
+        _need(body, 1, offset, "CR")
+        if body[0] in _CERT_RESERVED:
+            # isakmpd message_validate_cert_req uses INVALID_CERT_ENCODING here too.
+            _fail(NotifyType.INVALID_CERT_ENCODING, _body_start(offset),
+                  f"certificate request type {body[0]} is reserved")
+        return cls(enum_or_int(CertEncoding, body[0]), bytes(body[1:]))._finish(body, offset)
+
+    def describe(self) -> str:
+        return f"CR {_name(self.encoding)} ({len(self.authority)} bytes of authority)"
+
+
+# --- notification and delete (RFC 2408 §3.14, §3.15) -------------------------
+
+
+def _check_doi_protocol(doi: int, protocol_id: int, start: int, what: str,
+                        allow_zero_protocol: bool) -> None:
+    # isakmpd message_validate_notify/_delete drop such messages without a
+    # notification of their own: silent.
+    if doi not in (Doi.ISAKMP, Doi.IPSEC):
+        _fail(NotifyType.DOI_NOT_SUPPORTED, start, f"{what}: DOI {doi} is not supported",
+              silent=True)
+    if protocol_id not in _SPI_SIZES and not (allow_zero_protocol and protocol_id == 0):
+        _fail(NotifyType.INVALID_PROTOCOL_ID, start + 4,
+              f"{what}: protocol id {protocol_id} is not ISAKMP, AH, ESP or IPCOMP",
+              silent=True)
+
+
+@dataclass
+class NotifyPayload(Payload):
+    """N: DOI, protocol, SPI, notify type and data (RFC 2408 §3.14).
+
+    Protocol 0 is accepted (with any SPI size) because some peers send it for
+    notifications that concern no SA; the exchange decides what to do.
+    """
+
+    TYPE: ClassVar[int] = PayloadType.NOTIFY
+
+    notify_type: int
+    protocol_id: int = ProtocolId.ISAKMP
+    spi: bytes = b""
+    data: bytes = b""
+    doi: int = Doi.IPSEC
+
+    def encode_body(self) -> bytes:
+        return (struct.pack("!IBBH", _check_u32(self.doi, "DOI"),
+                            _check_u8(self.protocol_id, "protocol id"),
+                            _check_u8(len(self.spi), "SPI size"),
+                            _check_u16(self.notify_type, "notify type"))
+                + bytes(self.spi) + bytes(self.data))
+
+    @classmethod
+    def decode_body(cls, body: bytes, offset: int) -> Self:
+        start = _body_start(offset)
+        _need(body, 8, offset, "N")
+        doi, protocol_id, spi_size, notify_type = struct.unpack_from("!IBBH", body)
+        _check_doi_protocol(doi, protocol_id, start, "N", allow_zero_protocol=True)
+        if 8 + spi_size > len(body):
+            _fail(NotifyType.PAYLOAD_MALFORMED, start + 5,
+                  f"N: SPI size {spi_size} runs past the {len(body)}-byte body")
+        return cls(enum_or_int(NotifyType, notify_type), enum_or_int(ProtocolId, protocol_id),
+                   bytes(body[8:8 + spi_size]), bytes(body[8 + spi_size:]),
+                   Doi(doi))._finish(body, offset)
+
+    def describe(self) -> str:
+        spi = f" spi {self.spi.hex()}" if self.spi else ""
+        data = f" data {_short_hex(self.data)}" if self.data else ""
+        return f"N {_name(self.notify_type)} {_name(self.protocol_id)}{spi}{data}"
+
+
+@dataclass
+class DeletePayload(Payload):
+    """D: DOI, protocol, SPI size and SPIs (RFC 2408 §3.15)."""
+
+    TYPE: ClassVar[int] = PayloadType.DELETE
+
+    protocol_id: int
+    spi_size: int
+    spis: list[bytes] = field(default_factory=list)
+    doi: int = Doi.IPSEC
+
+    def encode_body(self) -> bytes:
+        for spi in self.spis:
+            if len(spi) != self.spi_size:
+                raise ValueError(f"delete SPI {spi.hex()} is not {self.spi_size} bytes")
+        return (struct.pack("!IBBH", _check_u32(self.doi, "DOI"),
+                            _check_u8(self.protocol_id, "protocol id"),
+                            _check_u8(self.spi_size, "SPI size"),
+                            _check_u16(len(self.spis), "number of SPIs"))
+                + b"".join(bytes(spi) for spi in self.spis))
+
+    @classmethod
+    def decode_body(cls, body: bytes, offset: int) -> Self:
+        start = _body_start(offset)
+        _need(body, 8, offset, "D")
+        doi, protocol_id, spi_size, count = struct.unpack_from("!IBBH", body)
+        _check_doi_protocol(doi, protocol_id, start, "D", allow_zero_protocol=False)
+        if 8 + spi_size * count != len(body):
+            _fail(NotifyType.PAYLOAD_MALFORMED, start + 6,
+                  f"D: {count} SPIs of {spi_size} bytes need {8 + spi_size * count} bytes, "
+                  f"the body has {len(body)}")
+        spis = [bytes(body[8 + i * spi_size:8 + (i + 1) * spi_size]) for i in range(count)]
+        return cls(ProtocolId(protocol_id), spi_size, spis, Doi(doi))._finish(body, offset)
+
+    def describe(self) -> str:
+        return f"D {_name(self.protocol_id)} " + ",".join(s.hex() for s in self.spis)
+
+
+# --- mode-config ATTRIBUTE (draft-ietf-ipsec-isakmp-mode-cfg-05 §3.2) ---------
+
+
+@dataclass
+class AttributePayload(Payload):
+    """ATTRIBUTE: message type, identifier and attributes (named with CfgAttr)."""
+
+    TYPE: ClassVar[int] = PayloadType.ATTRIBUTE
+
+    cfg_type: int
+    identifier: int = 0
+    attributes: list[Attribute] = field(default_factory=list)
+
+    def encode_body(self) -> bytes:
+        return (struct.pack("!BBH", _check_u8(self.cfg_type, "mode-config type"), 0,
+                            _check_u16(self.identifier, "mode-config identifier"))
+                + encode_attributes(self.attributes))
+
+    @classmethod
+    def decode_body(cls, body: bytes, offset: int) -> Self:
+        start = _body_start(offset)
+        _need(body, 4, offset, "ATTRIBUTE")
+        cfg_type, _reserved, identifier = struct.unpack_from("!BBH", body)
+        attributes = decode_attributes(body[4:], start + 4, types=CfgAttr,
+                                       context="ATTRIBUTE payload")
+        return cls(enum_or_int(CfgMessageType, cfg_type), identifier,
+                   attributes)._finish(body, offset)
+
+    def describe(self) -> str:
+        names = ",".join(_name(a.type) for a in self.attributes)
+        return f"ATTR {_name(self.cfg_type)} id {self.identifier} [{names}]"
+
+
+# --- NAT-OA (RFC 3947 §5.2) ----------------------------------------------------
+
+
+@dataclass
+class NatOaPayload(Payload):
+    """NAT-OA: original address, IPV4_ADDR or IPV6_ADDR (RFC 3947 §5.2).
+
+    ``draft`` selects payload type 131 (draft-ietf-ipsec-nat-t-ike-02/03).
+    """
+
+    id_type: int
+    address: bytes
+    draft: bool = False
+
+    @property
+    def payload_type(self) -> int:
+        return PayloadType.NAT_OA_DRAFT if self.draft else PayloadType.NAT_OA
+
+    def encode_body(self) -> bytes:
+        return bytes([_check_u8(self.id_type, "NAT-OA ID type"), 0, 0, 0]) + bytes(self.address)
+
+    @classmethod
+    def decode_body(cls, body: bytes, offset: int, draft: bool = False) -> Self:
+        start = _body_start(offset)
+        _need(body, 4, offset, "NAT-OA")
+        sizes = {IdType.IPV4_ADDR: 4, IdType.IPV6_ADDR: 16}
+        id_type = body[0]
+        if id_type not in sizes:
+            _fail(NotifyType.PAYLOAD_MALFORMED, start,
+                  f"NAT-OA ID type {id_type} is not IPV4_ADDR or IPV6_ADDR")
+        id_type = IdType(id_type)
+        if len(body) - 4 != sizes[id_type]:
+            _fail(NotifyType.PAYLOAD_MALFORMED, start + 4,
+                  f"NAT-OA {id_type.label} address is {len(body) - 4} bytes, "
+                  f"must be {sizes[id_type]}")
+        return cls(id_type, bytes(body[4:]), draft)._finish(body, offset)
+
+    @classmethod
+    def from_address(cls, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
+                     draft: bool = False) -> Self:
+        ip = ipaddress.ip_address(address)
+        return cls(IdType.IPV4_ADDR if ip.version == 4 else IdType.IPV6_ADDR, ip.packed, draft)
+
+    def describe(self) -> str:
+        return f"{self.label} {format_id_data(self.id_type, self.address)}"
+
+
+# --- anything else -------------------------------------------------------------
+
+
+@dataclass
+class RawPayload(Payload):
+    """A payload of a private type (128–255) we do not interpret, kept verbatim."""
+
+    type: int
+    body: bytes = b""
+
+    @property
+    def payload_type(self) -> int:
+        return self.type
+
+    def encode_body(self) -> bytes:
+        return bytes(self.body)
+
+    @classmethod
+    def decode_body(cls, body: bytes, offset: int, payload_type: int = 0) -> Self:
+        return cls(payload_type, bytes(body))._finish(body, offset)
+
+    def describe(self) -> str:
+        return f"{self.label}({len(self.body)} bytes)"
+
+
+_DECODERS: dict[int, type[Payload]] = {
+    PayloadType.SA: SaPayload,
+    PayloadType.KEY_EXCH: KeyExchangePayload,
+    PayloadType.ID: IdPayload,
+    PayloadType.CERT: CertPayload,
+    PayloadType.CERT_REQ: CertRequestPayload,
+    PayloadType.HASH: HashPayload,
+    PayloadType.SIG: SignaturePayload,
+    PayloadType.NONCE: NoncePayload,
+    PayloadType.NOTIFY: NotifyPayload,
+    PayloadType.DELETE: DeletePayload,
+    PayloadType.VENDOR: VendorPayload,
+    PayloadType.ATTRIBUTE: AttributePayload,
+}
+
+# Payload types that may appear in a message's top-level chain.
+TOP_LEVEL_TYPES = frozenset(_DECODERS) | {
+    PayloadType.NAT_D, PayloadType.NAT_OA, PayloadType.NAT_D_DRAFT, PayloadType.NAT_OA_DRAFT}
+
+
+def decode_payload_body(payload_type: int, body: bytes, offset: int) -> Payload:
+    """Decode one top-level payload body of ``payload_type``.
+
+    ``offset`` is that of the payload's generic header in the datagram. Types
+    that may not appear at top level must be refused by the caller;
+    :mod:`isakmpd.wire.message` does so before calling this.
+    """
+    if payload_type in (PayloadType.NAT_D, PayloadType.NAT_D_DRAFT):
+        return NatDPayload.decode_body(body, offset, payload_type == PayloadType.NAT_D_DRAFT)
+    if payload_type in (PayloadType.NAT_OA, PayloadType.NAT_OA_DRAFT):
+        return NatOaPayload.decode_body(body, offset, payload_type == PayloadType.NAT_OA_DRAFT)
+    decoder = _DECODERS.get(payload_type)
+    if decoder is None:
+        return RawPayload.decode_body(body, offset, payload_type)
+    return decoder.decode_body(body, offset)
