@@ -1,0 +1,171 @@
+"""The kernel seam: what the IKE engine asks of the kernel, and the values it passes.
+
+Owns :class:`IKernel` (the interface every kernel provider implements: the in-memory
+one in :mod:`isakmpd.kernel.memory` for ``-n`` and tests, the XFRM one later),
+:class:`KernelSA` (one direction of one IPsec protocol), :class:`KernelFlow` (one
+policy: traffic matching these selectors is protected by the SAs of ``reqid``) and
+:class:`KernelError`.
+
+Everything here is synchronous: netlink is local, so a provider answers at once.
+Keys never appear in ``repr()`` or in :meth:`KernelSA.describe`, so SAs can be
+logged and dumped into reports safely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass
+
+import zope.interface
+
+from isakmpd.wire.constants import (
+    AuthAlgorithm,
+    EncapsulationMode,
+    EspTransform,
+    ProtocolId,
+)
+
+__all__ = ["Address", "IKernel", "KernelError", "KernelFlow", "KernelSA"]
+
+Address = tuple[str, int]
+"""(numeric IP text, port), used by every layer."""
+
+
+class KernelError(Exception):
+    """A kernel operation failed; the message is written for people."""
+
+
+def _spi_text(spi: bytes) -> str:
+    return "0x" + spi.hex() if spi else "(none)"
+
+
+@dataclass(frozen=True, repr=False)
+class KernelSA:
+    """One direction of one protocol (ESP or AH) of a negotiated IPsec SA.
+
+    ``mode`` is TUNNEL or TRANSPORT; the UDP_ENCAP_* values of the wire are mapped
+    back to these by the caller and ``encap`` says whether ESP travels in UDP
+    (RFC 3948) and with which (source port, destination port).
+    ``enc_key`` carries the cipher key with the salt at its end (RFC 4106 §8.1 for
+    AES-GCM, RFC 3686 §5.1 for AES-CTR); it is empty for AH and ESP_NULL.
+    """
+
+    protocol: ProtocolId
+    spi: bytes
+    src: str
+    dst: str
+    mode: EncapsulationMode
+    enc_transform: int | None
+    enc_key: bytes
+    auth_algorithm: int | None
+    auth_key: bytes
+    reqid: int
+    life_seconds: int | None = None
+    life_kilobytes: int | None = None
+    replay_window: int = 16
+    encap: tuple[int, int] | None = None
+
+    def describe(self) -> str:
+        """One readable line without key material, for logs and reports."""
+        parts = [
+            ProtocolId.describe(self.protocol),
+            f"spi {_spi_text(self.spi)}",
+            f"{self.src} -> {self.dst}",
+            EncapsulationMode.describe(self.mode),
+        ]
+        algorithms = []
+        if self.enc_transform is not None:
+            name = EspTransform.describe(self.enc_transform)
+            if self.enc_key:
+                name += f" ({len(self.enc_key) * 8}-bit key incl. salt)"
+            algorithms.append(name)
+        if self.auth_algorithm is not None:
+            algorithms.append(AuthAlgorithm.describe(self.auth_algorithm))
+        if algorithms:
+            parts.append("/".join(algorithms))
+        parts.append(f"reqid {self.reqid}")
+        lifetimes = []
+        if self.life_seconds is not None:
+            lifetimes.append(f"{self.life_seconds}s")
+        if self.life_kilobytes is not None:
+            lifetimes.append(f"{self.life_kilobytes}KB")
+        if lifetimes:
+            parts.append("life " + ", ".join(lifetimes))
+        parts.append(f"replay window {self.replay_window}")
+        if self.encap is not None:
+            parts.append(f"ESP-in-UDP {self.encap[0]} -> {self.encap[1]}")
+        return " ".join(parts)
+
+    def __repr__(self) -> str:
+        # Never show enc_key/auth_key: reprs end up in logs and tracebacks.
+        return f"KernelSA<{self.describe()}>"
+
+
+@dataclass(frozen=True)
+class KernelFlow:
+    """A policy: traffic between these selectors is protected by the SAs of ``reqid``.
+
+    ``src_net``/``dst_net`` are networks in CIDR notation (a host is /32 or /128);
+    ``protocol`` 0 and ports 0 mean any. ``direction`` is "out", "in" or "fwd".
+    ``tunnel_src``/``tunnel_dst`` are the outer endpoints in tunnel mode (None in
+    transport mode). Everything after the two networks is passed by keyword.
+    """
+
+    src_net: str
+    dst_net: str
+    _: KW_ONLY
+    protocol: int = 0
+    src_port: int = 0
+    dst_port: int = 0
+    direction: str
+    protocol_sa: ProtocolId
+    mode: EncapsulationMode
+    tunnel_src: str | None
+    tunnel_dst: str | None
+    reqid: int
+
+    def selector(self) -> tuple[str, str, int, int, int, str]:
+        """What identifies the policy in the kernel (the reqid and SA template do not)."""
+        return (self.src_net, self.dst_net, self.protocol, self.src_port, self.dst_port,
+                self.direction)
+
+    def describe(self) -> str:
+        """One readable line, for logs and reports."""
+        def side(net: str, port: int) -> str:
+            return f"{net} port {port}" if port else net
+
+        text = f"{self.direction} {side(self.src_net, self.src_port)} -> " \
+               f"{side(self.dst_net, self.dst_port)}"
+        text += f" proto {self.protocol}" if self.protocol else " proto any"
+        text += f" {ProtocolId.describe(self.protocol_sa)}" \
+                f" {EncapsulationMode.describe(self.mode)}"
+        if self.tunnel_src is not None or self.tunnel_dst is not None:
+            text += f" {self.tunnel_src} -> {self.tunnel_dst}"
+        return text + f" reqid {self.reqid}"
+
+
+class IKernel(zope.interface.Interface):
+    """Install and remove IPsec SAs and flows; every call is synchronous."""
+
+    def allocate_spi(protocol: ProtocolId, src: str, dst: str) -> bytes:
+        """Reserve and return a fresh 4-byte inbound SPI for SAs from src to dst (us).
+
+        Raises KernelError when the protocol is not supported or no SPI is free.
+        """
+
+    def add_sa(sa: KernelSA) -> None:
+        """Install one SA. Raises KernelError (readable message) on failure."""
+
+    def delete_sa(protocol: ProtocolId, spi: bytes, dst: str) -> None:
+        """Remove the SA (protocol, spi, dst). Raises KernelError if there is none."""
+
+    def add_flow(flow: KernelFlow) -> None:
+        """Install a policy; one with the same selectors and direction is replaced."""
+
+    def delete_flow(flow: KernelFlow) -> None:
+        """Remove the policy with the flow's selectors and direction.
+
+        Raises KernelError if there is none.
+        """
+
+    def new_reqid() -> int:
+        """Return a request id not handed out before; it ties an SA pair to its flows."""

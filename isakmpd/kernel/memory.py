@@ -1,0 +1,191 @@
+"""An in-memory kernel: records SAs and flows instead of installing them.
+
+Owns :class:`MemoryKernel`, the :class:`~isakmpd.kernel.interface.IKernel` provider
+behind ``-n`` ("no kernel", inventory §1.1) and behind the engine's tests. It keeps
+the rules a real kernel enforces, so a test that passes here does not fail against
+XFRM for a bookkeeping reason:
+
+* SPIs are 4 bytes; ``allocate_spi`` hands out random SPIs >= 256 (RFC 4303 §2.1:
+  1-255 are reserved, 0 is never sent) that are unique per (protocol, destination)
+  among the SPIs reserved and installed, drawn from an injected RandomSource so a
+  seeded run is reproducible;
+* a second SA with the same (protocol, SPI, destination) is refused, and deleting an
+  SA that is not there is an error (both KernelError, like EEXIST/ESRCH from netlink);
+* a flow with the selectors and direction of an existing one replaces it (as
+  XFRM_MSG_UPDPOLICY does); deleting an absent flow is a KernelError.
+
+:meth:`MemoryKernel.describe` dumps the state for reports (never the keys).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from isakmpd.crypto.random import RandomSource
+from isakmpd.kernel.interface import IKernel, KernelError, KernelFlow, KernelSA
+from isakmpd.wire.constants import EncapsulationMode, ProtocolId
+
+__all__ = ["MemoryKernel"]
+
+SPI_MIN = 256                   # RFC 4303 §2.1, RFC 4302 §2.4: 1..255 reserved
+SPI_MAX = 0xFFFFFFFF
+_SPI_ATTEMPTS = 1000            # random draws before giving up (only when nearly full)
+_PROTOCOLS = (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH)
+_MODES = (EncapsulationMode.TUNNEL, EncapsulationMode.TRANSPORT)
+_DIRECTIONS = ("out", "in", "fwd")
+
+SaKey = tuple[ProtocolId, bytes, str]
+
+
+def _address(text: str, what: str) -> str:
+    """``text`` as a normalised numeric address, or KernelError naming ``what``."""
+    try:
+        return ipaddress.ip_address(text).compressed
+    except ValueError:
+        raise KernelError(f"{what} {text!r} is not a numeric IP address") from None
+
+
+def _network(text: str, what: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise KernelError(f"{what} {text!r} is not a network (address/prefix)") from None
+
+
+def _protocol(protocol: int) -> ProtocolId:
+    if protocol not in _PROTOCOLS:
+        raise KernelError(f"protocol {ProtocolId.describe(protocol)} is not supported by the "
+                          "kernel interface (only IPSEC_ESP and IPSEC_AH)")
+    return ProtocolId(protocol)
+
+
+def _spi(spi: bytes) -> bytes:
+    if not isinstance(spi, bytes) or len(spi) != 4:
+        raise KernelError(f"an SPI must be 4 bytes, got {spi!r}")
+    return spi
+
+
+@implementer(IKernel)
+class MemoryKernel:
+    """Records SAs (``sas``) and flows (``flows``) in memory."""
+
+    log = Logger()
+
+    def __init__(self, rng: RandomSource) -> None:
+        self._rng = rng
+        self.sas: dict[SaKey, KernelSA] = {}
+        self.flows: list[KernelFlow] = []
+        self.reserved: set[SaKey] = set()    # allocated SPIs with no SA yet
+        self._last_reqid = 0
+
+    # -- SPIs and SAs -----------------------------------------------------
+
+    def allocate_spi(self, protocol: ProtocolId, src: str, dst: str) -> bytes:
+        protocol = _protocol(protocol)
+        _address(src, "source")
+        dst = _address(dst, "destination")
+        for _ in range(_SPI_ATTEMPTS):
+            value = SPI_MIN + self._rng.randbelow(SPI_MAX - SPI_MIN + 1)
+            spi = value.to_bytes(4, "big")
+            key = (protocol, spi, dst)
+            if key not in self.reserved and key not in self.sas:
+                self.reserved.add(key)
+                self.log.debug("allocated {protocol} SPI 0x{spi} for {src} -> {dst}",
+                               protocol=protocol.label, spi=spi.hex(), src=src, dst=dst)
+                return spi
+        raise KernelError(f"no free {protocol.label} SPI for destination {dst}")
+
+    def add_sa(self, sa: KernelSA) -> None:
+        protocol = _protocol(sa.protocol)
+        spi = _spi(sa.spi)
+        _address(sa.src, "source")
+        dst = _address(sa.dst, "destination")
+        if sa.mode not in _MODES:
+            raise KernelError(f"SA mode must be TUNNEL or TRANSPORT, not "
+                              f"{EncapsulationMode.describe(sa.mode)} (NAT-T is said by encap)")
+        if protocol == ProtocolId.IPSEC_AH and sa.auth_algorithm is None:
+            raise KernelError(f"AH SA spi 0x{spi.hex()} to {dst} has no authentication "
+                              "algorithm")
+        if protocol == ProtocolId.IPSEC_ESP and sa.enc_transform is None:
+            raise KernelError(f"ESP SA spi 0x{spi.hex()} to {dst} has no encryption transform")
+        key = (protocol, spi, dst)
+        if key in self.sas:
+            raise KernelError(f"an {protocol.label} SA with SPI 0x{spi.hex()} to {dst} "
+                              "already exists")
+        self.reserved.discard(key)
+        self.sas[key] = sa
+        self.log.debug("installed SA {sa}", sa=sa.describe())
+
+    def delete_sa(self, protocol: ProtocolId, spi: bytes, dst: str) -> None:
+        protocol = _protocol(protocol)
+        key = (protocol, _spi(spi), _address(dst, "destination"))
+        sa = self.sas.pop(key, None)
+        if sa is None:
+            raise KernelError(f"no {protocol.label} SA with SPI 0x{spi.hex()} to {key[2]}")
+        self.log.debug("deleted SA {sa}", sa=sa.describe())
+
+    # -- flows ------------------------------------------------------------
+
+    def _check_flow(self, flow: KernelFlow) -> None:
+        if flow.direction not in _DIRECTIONS:
+            raise KernelError(f"flow direction must be one of {', '.join(_DIRECTIONS)}, "
+                              f"not {flow.direction!r}")
+        src = _network(flow.src_net, "flow source")
+        dst = _network(flow.dst_net, "flow destination")
+        if src.version != dst.version:
+            raise KernelError(f"flow {flow.src_net} -> {flow.dst_net} mixes IPv4 and IPv6")
+        _protocol(flow.protocol_sa)
+        if flow.mode not in _MODES:
+            raise KernelError(f"flow mode must be TUNNEL or TRANSPORT, not "
+                              f"{EncapsulationMode.describe(flow.mode)}")
+        if flow.mode == EncapsulationMode.TUNNEL:
+            if flow.tunnel_src is None or flow.tunnel_dst is None:
+                raise KernelError(f"tunnel-mode flow {flow.describe()} needs both tunnel "
+                                  "endpoints")
+            _address(flow.tunnel_src, "tunnel source")
+            _address(flow.tunnel_dst, "tunnel destination")
+
+    def _find_flow(self, flow: KernelFlow) -> int | None:
+        wanted = flow.selector()
+        for index, existing in enumerate(self.flows):
+            if existing.selector() == wanted:
+                return index
+        return None
+
+    def add_flow(self, flow: KernelFlow) -> None:
+        self._check_flow(flow)
+        index = self._find_flow(flow)
+        if index is None:
+            self.flows.append(flow)
+            self.log.debug("installed flow {flow}", flow=flow.describe())
+        else:
+            self.flows[index] = flow
+            self.log.debug("replaced flow {flow}", flow=flow.describe())
+
+    def delete_flow(self, flow: KernelFlow) -> None:
+        index = self._find_flow(flow)
+        if index is None:
+            raise KernelError(f"no flow {flow.describe()}")
+        removed = self.flows.pop(index)
+        self.log.debug("deleted flow {flow}", flow=removed.describe())
+
+    def new_reqid(self) -> int:
+        self._last_reqid += 1
+        return self._last_reqid
+
+    # -- reports ----------------------------------------------------------
+
+    def describe(self) -> str:
+        """A readable dump of every SA and flow (no keys), for reports and tests."""
+        lines = [f"SAs: {len(self.sas)}"]
+        for sa in sorted(self.sas.values(), key=lambda s: (s.reqid, s.protocol, s.dst, s.spi)):
+            lines.append("  " + sa.describe())
+        lines.append(f"Flows: {len(self.flows)}")
+        for flow in sorted(self.flows, key=lambda f: (f.reqid, f.direction, f.src_net)):
+            lines.append("  " + flow.describe())
+        if self.reserved:
+            lines.append(f"SPIs allocated and not yet used: {len(self.reserved)}")
+        return "\n".join(lines)
