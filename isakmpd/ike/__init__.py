@@ -1,0 +1,1 @@
+"""IKEv1 negotiation: exchanges, SA database, policy from configuration, IDs, NAT-T."""

@@ -1,0 +1,174 @@
+"""NAT traversal for IKEv1 (RFC 3947) and the DPD capability: vendor IDs and NAT-D.
+
+This module owns isakmpd's ``nat_traversal.c`` logic without its I/O (inventory §4.8,
+§4.11):
+
+* the NAT-T vendor IDs we send, in isakmpd's order (draft-02 with the trailing
+  newline, draft-03, RFC 3947), and :func:`peer_capabilities`, which reads the peer's
+  VIDs: the RFC 3947 VID sets ``rfc``, a draft VID sets ``draft`` (both draft-02
+  spellings, with and without the newline, are recognised: the draft documented the
+  string without it but computed the hash with it), the DPD VID (RFC 3706 §5.1) sets
+  ``dpd``. When both flags are set, RFC 3947 is preferred (:attr:`NatTCapability.use_rfc`);
+* the NAT-D hash, RFC 3947 §3.2: the negotiated phase 1 *plain* hash (not the PRF) of
+  CKY-I | CKY-R | IP (4 or 16 bytes) | port (2 bytes, network order);
+* :func:`nat_d_payloads` builds the two NAT-D payloads, the remote address first and
+  then ours (type 20 with RFC 3947, 130 with only the drafts), and :func:`check_nat_d`
+  reads the received ones: each of our two addresses is looked for among all the
+  received hashes, as isakmpd does; no NAT-D at all means no NAT (isakmpd's rule);
+* :func:`encapsulation_for` maps TUNNEL/TRANSPORT to the UDP_ENCAP values when NAT-T
+  is in use (RFC 3947 §5.1), :func:`plain_mode` maps them back.
+
+Pure: no I/O, no Twisted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from isakmpd.crypto.prf import hash as plain_hash
+from isakmpd.wire.constants import (
+    NAT_T_VIDS,
+    VID_DPD,
+    VID_NAT_T_DRAFT_02,
+    VID_NAT_T_DRAFT_03,
+    VID_NAT_T_RFC3947,
+    EncapsulationMode,
+)
+from isakmpd.wire.payloads import NatDPayload, VendorPayload
+
+__all__ = [
+    "DRAFT_VIDS",
+    "VID_NAT_T_DRAFT_02_NO_NEWLINE",
+    "NatTCapability",
+    "check_nat_d",
+    "encapsulation_for",
+    "nat_d_hash",
+    "nat_d_payloads",
+    "nat_t_vendor_payloads",
+    "peer_capabilities",
+    "plain_mode",
+]
+
+# draft-ietf-ipsec-nat-t-ike-02 without the trailing newline: what the draft text
+# says; some implementations send it (strongSwan recognises both).
+VID_NAT_T_DRAFT_02_NO_NEWLINE = hashlib.md5(b"draft-ietf-ipsec-nat-t-ike-02").digest()
+DRAFT_VIDS = frozenset({VID_NAT_T_DRAFT_02, VID_NAT_T_DRAFT_02_NO_NEWLINE,
+                        VID_NAT_T_DRAFT_03})
+
+
+@dataclass(frozen=True)
+class NatTCapability:
+    """What the peer's vendor IDs say it supports."""
+
+    rfc: bool = False          # RFC 3947 VID seen
+    draft: bool = False        # a draft-02/03 VID seen
+    dpd: bool = False          # RFC 3706 DPD VID seen
+
+    @property
+    def nat_t(self) -> bool:
+        """Whether the peer can do NAT-T at all."""
+        return self.rfc or self.draft
+
+    @property
+    def use_rfc(self) -> bool:
+        """RFC 3947 payload numbers (20/21, UDP_ENCAP 3/4) rather than the drafts'."""
+        return self.rfc
+
+
+def nat_t_vendor_payloads() -> list[VendorPayload]:
+    """The NAT-T VIDs isakmpd sends (unless -T), in its order (inventory §4.8)."""
+    return [VendorPayload(vid) for vid in NAT_T_VIDS]
+
+
+def peer_capabilities(vendor_ids: Iterable[bytes | VendorPayload]) -> NatTCapability:
+    """Read the peer's NAT-T and DPD capability from the VIDs it sent."""
+    rfc = draft = dpd = False
+    for item in vendor_ids:
+        data = bytes(item.data if isinstance(item, VendorPayload) else item)
+        if data == VID_NAT_T_RFC3947:
+            rfc = True
+        elif data in DRAFT_VIDS:
+            draft = True
+        elif data == VID_DPD:
+            dpd = True
+    return NatTCapability(rfc, draft, dpd)
+
+
+def _address_bytes(ip: str) -> bytes:
+    # IPv4-mapped IPv6 addresses are hashed as the IPv4 address the peer sees.
+    address = ipaddress.ip_address(ip)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.packed
+
+
+def nat_d_hash(hash_alg: int, cookie_i: bytes, cookie_r: bytes, ip: str, port: int) -> bytes:
+    """RFC 3947 §3.2: HASH(CKY-I | CKY-R | IP | Port), the plain negotiated hash."""
+    if len(cookie_i) != 8 or len(cookie_r) != 8:
+        raise ValueError("NAT-D needs both 8-byte cookies")
+    if not 0 <= port <= 0xffff:
+        raise ValueError(f"port {port} is out of range")
+    return plain_hash(hash_alg, bytes(cookie_i) + bytes(cookie_r) + _address_bytes(ip)
+                      + port.to_bytes(2, "big"))
+
+
+def nat_d_payloads(hash_alg: int, cookie_i: bytes, cookie_r: bytes,
+                   local: tuple[str, int], remote: tuple[str, int], *, rfc: bool = True
+                   ) -> list[NatDPayload]:
+    """The two NAT-D payloads to send: the remote address first, then ours (RFC 3947
+    §3.2); type NAT_D (20) when ``rfc``, NAT_D_DRAFT (130) otherwise."""
+    return [NatDPayload(nat_d_hash(hash_alg, cookie_i, cookie_r, *remote), draft=not rfc),
+            NatDPayload(nat_d_hash(hash_alg, cookie_i, cookie_r, *local), draft=not rfc)]
+
+
+def check_nat_d(hash_alg: int, cookie_i: bytes, cookie_r: bytes,
+                local: tuple[str, int], remote: tuple[str, int],
+                received: Iterable[NatDPayload | bytes]) -> tuple[bool, bool]:
+    """(we_are_behind_nat, peer_is_behind_nat) from the NAT-D payloads received.
+
+    ``local`` is the address+port the message arrived on, ``remote`` the sender's.
+    The peer hashed what it saw as our address (its "remote", sent first) and its own
+    address. If no received hash equals the hash of our ``local`` address, a NAT
+    changed our address on the way: we are behind a NAT (and must send keepalives).
+    If none equals the hash of ``remote``, the peer is behind one. Like isakmpd, any
+    payload may match either address, and no NAT-D payload at all means no NAT.
+    """
+    hashes = [bytes(item.data if isinstance(item, NatDPayload) else item)
+              for item in received]
+    if not hashes:
+        return False, False
+    mine = nat_d_hash(hash_alg, cookie_i, cookie_r, *local)
+    theirs = nat_d_hash(hash_alg, cookie_i, cookie_r, *remote)
+    return mine not in hashes, theirs not in hashes
+
+
+_TO_UDP = {
+    (EncapsulationMode.TUNNEL, False): EncapsulationMode.UDP_ENCAP_TUNNEL,
+    (EncapsulationMode.TRANSPORT, False): EncapsulationMode.UDP_ENCAP_TRANSPORT,
+    (EncapsulationMode.TUNNEL, True): EncapsulationMode.UDP_ENCAP_TUNNEL_DRAFT,
+    (EncapsulationMode.TRANSPORT, True): EncapsulationMode.UDP_ENCAP_TRANSPORT_DRAFT,
+}
+_TO_PLAIN = {
+    EncapsulationMode.UDP_ENCAP_TUNNEL: EncapsulationMode.TUNNEL,
+    EncapsulationMode.UDP_ENCAP_TUNNEL_DRAFT: EncapsulationMode.TUNNEL,
+    EncapsulationMode.UDP_ENCAP_TRANSPORT: EncapsulationMode.TRANSPORT,
+    EncapsulationMode.UDP_ENCAP_TRANSPORT_DRAFT: EncapsulationMode.TRANSPORT,
+}
+
+
+def encapsulation_for(mode: int, nat_t: bool, draft: bool = False) -> EncapsulationMode:
+    """The ENCAPSULATION_MODE to send: TUNNEL/TRANSPORT, or with NAT-T the UDP_ENCAP
+    value, RFC 3947 §5.1 (3/4) or, with ``draft``, the drafts' (61443/61444)."""
+    plain = plain_mode(mode)
+    if not nat_t:
+        return plain
+    return _TO_UDP[(plain, bool(draft))]
+
+
+def plain_mode(mode: int) -> EncapsulationMode:
+    """TUNNEL or TRANSPORT for any of the six ENCAPSULATION_MODE values."""
+    member = EncapsulationMode(mode)
+    return _TO_PLAIN.get(member, member)
