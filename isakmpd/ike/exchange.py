@@ -1,0 +1,428 @@
+"""The exchange base: a script of send/receive steps, the send path, retransmission.
+
+This module owns what isakmpd's ``exchange.c`` and ``message.c`` do for every
+exchange (inventory §4.1), so that each concrete exchange is only data plus small
+steps (DESIGN.md §3):
+
+* ``INITIATOR_STEPS`` / ``RESPONDER_STEPS`` name the ordered ``send_*`` and
+  ``recv_*`` methods of each role; ``MESSAGES`` says, per receive step, which
+  payloads the message must and may carry, and ``ENCRYPTED`` which steps travel
+  encrypted;
+* the send path encodes, encrypts with the exchange's IV chain (phase 1: the ISAKMP
+  SA's chain; phase 2 and informational: a chain from hash(last phase 1 IV | M-ID))
+  and remembers the exact bytes sent;
+* retransmission: after the n-th transmission the next follows after 2n+5 s (7, 9,
+  11 ...) until ``[General] Retransmits`` is exceeded ("giving up"); the exchange
+  then lives until ``Exchange-max-time`` and fails. The final message of a script is
+  never timer-retransmitted, nor is the responder's first phase 1 reply (it is
+  resent when the initiator's message arrives again, byte-identical);
+* duplicates: a message byte-identical to the last one received is never processed
+  twice (it only triggers a resend of an untimed reply), an older one is ignored;
+  any new accepted message cancels the pending retransmission;
+* every timer is cancelled when the exchange succeeds or fails.
+
+A step that refuses a message raises :class:`ExchangeError`; ``fatal`` errors end
+the exchange (with the notification ``notify`` where one is allowed), others only
+drop the message. Nothing here raises out of :meth:`Exchange.receive`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from isakmpd.crypto.keys import IvChain
+from isakmpd.crypto.prf import CryptoError
+from isakmpd.ike.policy import NegotiationError
+from isakmpd.ike.sa import Address, IsakmpSA
+from isakmpd.wire.constants import HEADER_SIZE, ExchangeType, Flag, NotifyType, PayloadType
+from isakmpd.wire.errors import DecodeError
+from isakmpd.wire.message import Header, Message
+from isakmpd.wire.payloads import Payload, payload_label
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall
+
+    from isakmpd.ike.engine import Engine
+
+__all__ = ["Exchange", "ExchangeError", "ExchangeFailed", "MessageSpec"]
+
+# (required payload types, optional payload types) of one received message.
+MessageSpec = tuple[tuple[int, ...], tuple[int, ...]]
+
+# Private and NAT-T payloads any message may carry without being listed.
+_ALWAYS_OPTIONAL = frozenset({PayloadType.VENDOR})
+
+
+class ExchangeError(Exception):
+    """A step refused a message or cannot go on.
+
+    ``notify`` is the notification the RFC prescribes (None: send nothing),
+    ``fatal`` says whether the exchange ends (otherwise only the message is dropped),
+    ``message`` is the log line, naming what an operator can act on.
+    """
+
+    def __init__(self, notify: NotifyType | None, message: str, *, fatal: bool = True,
+                 send: bool = True) -> None:
+        super().__init__(message)
+        self.notify = notify
+        self.message = message
+        self.fatal = fatal
+        self.send = send and notify is not None
+
+
+class ExchangeFailed(Exception):
+    """What the Deferred of a failed exchange carries."""
+
+    def __init__(self, message: str, notify: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.notify = notify
+
+
+class Exchange:
+    """One exchange on one ISAKMP SA, run as a script of steps."""
+
+    EXCHANGE_TYPE: ClassVar[int] = ExchangeType.NONE
+    NAME: ClassVar[str] = "exchange"
+    INITIATOR_STEPS: ClassVar[tuple[str, ...]] = ()
+    RESPONDER_STEPS: ClassVar[tuple[str, ...]] = ()
+    MESSAGES: ClassVar[dict[str, MessageSpec]] = {}
+    ENCRYPTED: ClassVar[frozenset[str]] = frozenset()
+    # Send steps whose message is not timer-retransmitted (besides the final one).
+    UNTIMED: ClassVar[frozenset[str]] = frozenset()
+    PHASE: ClassVar[int] = 2
+
+    def __init__(self, engine: Engine, sa: IsakmpSA, *, initiator: bool, message_id: int,
+                 local: Address, remote: Address) -> None:
+        self.engine = engine
+        self.sa = sa
+        self.initiator = initiator
+        self.message_id = message_id
+        self.local = local
+        self.remote = remote
+        self.steps = self.INITIATOR_STEPS if initiator else self.RESPONDER_STEPS
+        self.step = 0
+        self.done = False
+        self.failed = False
+        self.result: Any = None
+        self.last_sent: bytes | None = None
+        self.last_received: bytes | None = None
+        self._replied_to_last = False
+        self._seen: set[bytes] = set()
+        self.transmissions = 0
+        self._retransmit_call: IDelayedCall | None = None
+        self._deadline_call: IDelayedCall | None = None
+        self._waiters: list[Deferred[Any]] = []
+        self._chain: IvChain | None = None       # phase 2 chain (phase 1 uses sa.iv)
+        self.on_done: list[Callable[[Exchange], None]] = []
+
+    # -- description -------------------------------------------------------------
+
+    @property
+    def role(self) -> str:
+        return "initiator" if self.initiator else "responder"
+
+    def describe(self) -> str:
+        return (f"{self.NAME} {self.role} with {self.remote[0]} (peer {self.sa.name}, "
+                f"msgid {self.message_id:08x})")
+
+    def __repr__(self) -> str:
+        return f"<{self.describe()} step {self.step}/{len(self.steps)}>"
+
+    # -- life cycle --------------------------------------------------------------
+
+    def wait(self) -> Deferred[Any]:
+        """A Deferred firing with the result (or ExchangeFailed) when the exchange ends."""
+        d: Deferred[Any] = Deferred()
+        if self.done:
+            if self.failed:
+                d.errback(self.result)
+            else:
+                d.callback(self.result)
+        else:
+            self._waiters.append(d)
+        return d
+
+    def start(self) -> None:
+        """Arm the Exchange-max-time deadline; an initiator sends its first message."""
+        self._deadline_call = self.engine.clock.callLater(self.engine.max_exchange_time,
+                                                          self._expired)
+        if self.initiator:
+            self._run()
+
+    def _expired(self) -> None:
+        self._deadline_call = None
+        self.fail(ExchangeError(None, f"{self.describe()}: no answer within "
+                                      f"{self.engine.max_exchange_time} s, exchange "
+                                      "timed out"), log=True)
+
+    def succeed(self, result: Any) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.result = result
+        self._cancel_timers()
+        for hook in self.on_done:
+            hook(self)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(result)
+
+    def fail(self, error: ExchangeError, *, log: bool = True) -> None:
+        """End the exchange: log, send the notification if allowed, fire the waiters."""
+        if self.done:
+            return
+        self.done = True
+        self.failed = True
+        self._cancel_timers()
+        if log:
+            self.engine.warn("{line}", line=error.message)
+        if error.send and error.notify is not None:
+            self.engine.send_exchange_notification(self, error.notify)
+        self.failure_cleanup()
+        self.result = Failure(ExchangeFailed(error.message, error.notify))
+        for hook in self.on_done:
+            hook(self)
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.errback(self.result)
+
+    def failure_cleanup(self) -> None:
+        """Subclasses release what a failed exchange holds (e.g. allocated SPIs)."""
+
+    def abort(self, reason: str) -> None:
+        """End quietly (SA deleted under us, shutdown)."""
+        self.fail(ExchangeError(None, reason), log=False)
+
+    def _cancel_timers(self) -> None:
+        for call in (self._retransmit_call, self._deadline_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._retransmit_call = None
+        self._deadline_call = None
+
+    # -- the script ----------------------------------------------------------------
+
+    @property
+    def current_step(self) -> str | None:
+        return self.steps[self.step] if self.step < len(self.steps) else None
+
+    def _run(self) -> None:
+        """Run send steps until the script waits for a message or ends."""
+        try:
+            while not self.done and self.step < len(self.steps):
+                name = self.steps[self.step]
+                if not name.startswith("send_"):
+                    return
+                payloads = getattr(self, name)()
+                self.step += 1
+                final = self.step == len(self.steps)
+                self._send(name, payloads, timed=not final and name not in self.UNTIMED)
+            if not self.done and self.step >= len(self.steps):
+                self.succeed(self.finish())
+        except ExchangeError as error:
+            self.fail(error)
+        except NegotiationError as error:
+            # Our own configuration cannot be used (e.g. no Transforms): nothing to
+            # tell the peer.
+            self.fail(ExchangeError(None, f"{self.describe()}: {error.message}"))
+        except (CryptoError, ValueError) as error:
+            self.fail(ExchangeError(None, f"{self.describe()}: {error}"))
+
+    def finish(self) -> Any:
+        """Called when the script has run to its end; returns the exchange's result."""
+        return None
+
+    # -- sending -------------------------------------------------------------------
+
+    def iv_chain(self) -> IvChain | None:
+        if self.PHASE == 1:
+            return self.sa.iv
+        if self._chain is None and self.sa.iv is not None:
+            self._chain = self.sa.iv.iv_for_message_id(self.message_id)
+        return self._chain
+
+    def set_iv_chain(self, chain: IvChain) -> None:
+        if self.PHASE == 1:
+            self.sa.iv = chain
+        else:
+            self._chain = chain
+
+    def encode(self, payloads: list[Payload], *, encrypt: bool) -> bytes:
+        """The datagram of a message of this exchange carrying ``payloads``."""
+        message = Message(self.sa.icookie, self.sa.rcookie, self.EXCHANGE_TYPE, payloads,
+                          Flag(0), self.message_id)
+        if not encrypt:
+            return message.encode()
+        chain = self.iv_chain()
+        if chain is None:
+            raise ExchangeError(None, f"{self.describe()}: no keys to encrypt with")
+        ciphertext, chain = chain.encrypt(self.sa.cipher(), message.encode_body())
+        self.set_iv_chain(chain)
+        return message.header(len(ciphertext), flags=Flag.ENC).encode() + ciphertext
+
+    def _send(self, step: str, payloads: list[Payload], *, timed: bool) -> None:
+        data = self.encode(payloads, encrypt=step in self.ENCRYPTED)
+        self._cancel_retransmit()
+        self.last_sent = data
+        self._replied_to_last = True
+        self.transmissions = 0
+        self._transmit()
+        if timed:
+            self._schedule_retransmit()
+
+    def _transmit(self) -> None:
+        assert self.last_sent is not None
+        self.transmissions += 1
+        self.engine.transmit(self.last_sent, self.local, self.remote)
+
+    def _schedule_retransmit(self) -> None:
+        delay = 2 * self.transmissions + 5
+        self._retransmit_call = self.engine.clock.callLater(delay, self._retransmit)
+
+    def _retransmit(self) -> None:
+        self._retransmit_call = None
+        if self.done or self.last_sent is None:
+            return
+        if self.transmissions > self.engine.retransmits:
+            self.engine.warn(
+                "{exchange}: no answer after {count} transmissions, giving up",
+                exchange=self.describe(), count=self.transmissions)
+            return
+        self.engine.log.debug("{exchange}: retransmitting (transmission {n})",
+                              exchange=self.describe(), n=self.transmissions + 1)
+        self._transmit()
+        self._schedule_retransmit()
+
+    def _cancel_retransmit(self) -> None:
+        if self._retransmit_call is not None and self._retransmit_call.active():
+            self._retransmit_call.cancel()
+        self._retransmit_call = None
+
+    # -- receiving -----------------------------------------------------------------
+
+    def receive(self, data: bytes, header: Header, local: Address, remote: Address) -> None:
+        """Handle one datagram for this exchange. Never raises."""
+        try:
+            try:
+                self._receive(data, header, local, remote)
+            except NegotiationError as error:
+                raise ExchangeError(error.notify, f"{self.describe()}: {error.message}",
+                                    ) from None
+        except ExchangeError as error:
+            if error.fatal and not self.done:
+                self.fail(error)
+            else:
+                self.engine.log.info("{line}", line=error.message)
+                if error.send and error.notify is not None:
+                    self.engine.send_exchange_notification(self, error.notify)
+        except Exception as error:  # noqa: BLE001 - a bug must not kill the daemon
+            self.engine.log.failure("{exchange}: internal error handling a message",
+                                    Failure(error), exchange=self.describe())
+            if not self.done:
+                self.fail(ExchangeError(None, f"{self.describe()}: internal error: "
+                                              f"{error!r}"), log=False)
+
+    def is_duplicate(self, data: bytes) -> bool:
+        return data == self.last_received or data in self._seen
+
+    def handle_duplicate(self, data: bytes, local: Address, remote: Address) -> None:
+        """A message we already processed: resend an untimed reply, else ignore."""
+        if data == self.last_received and self._replied_to_last and self.last_sent \
+                and self._retransmit_call is None:
+            self.engine.log.debug("{exchange}: duplicate message, resending our reply",
+                                  exchange=self.describe())
+            self.engine.transmit(self.last_sent, self.local, self.remote)
+            return
+        self.engine.log.debug("{exchange}: duplicate message ignored",
+                              exchange=self.describe())
+
+    def _receive(self, data: bytes, header: Header, local: Address, remote: Address) -> None:
+        if self.is_duplicate(data):
+            self.handle_duplicate(data, local, remote)
+            return
+        name = self.current_step
+        if self.done or name is None or not name.startswith("recv_"):
+            raise ExchangeError(None, f"{self.describe()}: unexpected message "
+                                      f"({header.describe()}) in this state, ignored",
+                                fatal=False)
+        message, chain = self.open(data, header, name)
+        self.check_payloads(name, message)
+        getattr(self, name)(message, local, remote)
+        # Accepted: the IV chain moves on, the reply goes where this came from.
+        if chain is not None:
+            self.set_iv_chain(chain)
+        self.local, self.remote = local, remote
+        self._cancel_retransmit()
+        self.last_received = data
+        self._seen.add(data)
+        self._replied_to_last = False
+        self.step += 1
+        self._run()
+
+    def open(self, data: bytes, header: Header, step: str,
+             ) -> tuple[Message, IvChain | None]:
+        """Decrypt (when the step is encrypted) and decode a message.
+
+        Returns the message and the IV chain to keep once it is accepted.
+        """
+        body = data[HEADER_SIZE:]
+        if step in self.ENCRYPTED:
+            if not header.encrypted:
+                raise ExchangeError(NotifyType.INVALID_FLAGS,
+                                    f"{self.describe()}: cleartext message where an "
+                                    "encrypted one is required", fatal=False, send=False)
+            chain = self.iv_chain()
+            if chain is None:
+                raise ExchangeError(None, f"{self.describe()}: encrypted message but no "
+                                          "keys", fatal=False)
+            try:
+                plain, chain = chain.decrypt(self.sa.cipher(), body)
+                message = Message.from_body(header, plain, allow_padding=True)
+            except (CryptoError, DecodeError) as error:
+                raise self.undecodable(error) from None
+            return message, chain
+        if header.encrypted:
+            raise ExchangeError(NotifyType.INVALID_FLAGS,
+                                f"{self.describe()}: encrypted message where a cleartext "
+                                "one is expected", fatal=False, send=False)
+        try:
+            return Message.from_body(header, body), None
+        except DecodeError as error:
+            raise ExchangeError(None if error.silent else error.notify,
+                                f"{self.describe()}: malformed message: {error}") from None
+
+    def undecodable(self, error: Exception) -> ExchangeError:
+        """What an encrypted message that does not decrypt to valid payloads means.
+
+        In phase 2 it cannot be authenticated, so it is dropped without an answer;
+        phase 1 overrides this (a wrong pre-shared key looks exactly like this).
+        """
+        return ExchangeError(None, f"{self.describe()}: encrypted message does not decrypt "
+                                   f"to valid payloads ({error}), dropped", fatal=False)
+
+    def check_payloads(self, step: str, message: Message) -> None:
+        """The message must carry the payloads ``MESSAGES[step]`` requires."""
+        required, optional = self.MESSAGES.get(step, ((), ()))
+        present = [p.payload_type for p in message.payloads]
+        missing = [t for t in required if t not in present]
+        if missing:
+            names = ", ".join(payload_label(t) for t in missing)
+            # Not fatal: a stray or forged message must not end a good exchange.
+            raise ExchangeError(NotifyType.PAYLOAD_MALFORMED,
+                                f"{self.describe()}: message lacks {names} payload "
+                                f"({message.describe()})", fatal=False)
+        allowed = set(required) | set(optional) | _ALWAYS_OPTIONAL
+        for payload_type in present:
+            if payload_type == PayloadType.VENDOR and self.PHASE != 1:
+                raise ExchangeError(NotifyType.INVALID_PAYLOAD_TYPE,
+                                    f"{self.describe()}: VID payload outside phase 1",
+                                    fatal=False, send=False)
+            if payload_type not in allowed and payload_type < 128:
+                self.engine.log.debug("{exchange}: unexpected {payload} payload ignored",
+                                      exchange=self.describe(),
+                                      payload=payload_label(payload_type))

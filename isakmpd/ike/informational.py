@@ -1,0 +1,145 @@
+"""Informational exchanges on a ready ISAKMP SA: notifications and DELETE.
+
+This module owns what isakmpd's ``message.c`` (send_info, send_delete) and
+``ipsec.c`` (ipsec_responder / ipsec_handle_leftover_payload) do with protected
+informational exchanges (inventory §4.6, RFC 2409 §5.7):
+
+* sending: one encrypted message with a random message ID whose IV is
+  hash(last phase 1 IV | M-ID), carrying HASH(1) = prf(SKEYID_a, M-ID | N/D) first
+  and then the notification or DELETE payloads; it is never retransmitted;
+* receiving: the HASH must come first and match, otherwise the message is dropped
+  with one log line and no answer (it cannot be authenticated). Only then does a
+  DELETE remove our SAs: protocol ISAKMP with 16-byte SPIs (the cookie pair), ESP/AH
+  with 4-byte SPIs naming the sender's inbound SAs, i.e. our outbound ones, and only
+  SAs with the sending peer. INITIAL-CONTACT removes older SAs with the peer;
+  other notifications are logged.
+
+Unprotected notifications (before an ISAKMP SA exists) are sent and read by the
+engine, and never tear anything down.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from isakmpd.crypto import prf as _prf
+from isakmpd.crypto.ipsec_keys import informational_hash
+from isakmpd.ike.exchange import Exchange, ExchangeError, MessageSpec
+from isakmpd.ike.sa import Address
+from isakmpd.wire.constants import ExchangeType, NotifyType, PayloadType, ProtocolId
+from isakmpd.wire.message import Message, encode_payload_chain
+from isakmpd.wire.payloads import DeletePayload, HashPayload, NotifyPayload, Payload
+
+__all__ = ["Informational"]
+
+
+class Informational(Exchange):
+    """A one-message protected informational exchange, either direction."""
+
+    EXCHANGE_TYPE = ExchangeType.INFO
+    NAME = "Informational"
+    INITIATOR_STEPS = ("send_info",)
+    RESPONDER_STEPS = ("recv_info",)
+    MESSAGES: ClassVar[dict[str, MessageSpec]] = {
+        "recv_info": ((PayloadType.HASH,), (PayloadType.NOTIFY, PayloadType.DELETE)),
+    }
+    ENCRYPTED = frozenset({"send_info", "recv_info"})
+
+    def __init__(self, *args: Any, payloads: list[Payload] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.payloads = list(payloads or [])
+        self._remove_own_sa = False
+
+    def succeed(self, result: Any) -> None:
+        super().succeed(result)
+        if self._remove_own_sa:
+            self.engine.remove_isakmp_sa(self.sa)
+
+    def _hash(self, rest: bytes) -> bytes:
+        keys = self.sa.keys
+        assert keys is not None
+        return informational_hash(self.sa.suite.hash, keys.skeyid_a, self.message_id, rest)
+
+    def send_info(self) -> list[Payload]:
+        rest = encode_payload_chain(self.payloads)[1]
+        self.engine.log.info("{exchange}: sending {what}", exchange=self.describe(),
+                             what=", ".join(p.describe() for p in self.payloads))
+        return [HashPayload(self._hash(rest)), *self.payloads]
+
+    def recv_info(self, message: Message, local: Address, remote: Address) -> None:
+        first = message.payloads[0] if message.payloads else None
+        if not isinstance(first, HashPayload):
+            raise ExchangeError(None, f"{self.describe()}: HASH is not the first payload, "
+                                      "message dropped", fatal=False)
+        if not _prf.equal(self._hash(message.bytes_after(0)), first.body_bytes()):
+            raise ExchangeError(None, f"{self.describe()}: HASH(1) does not match, "
+                                      "message dropped", fatal=False)
+        for payload in message.payloads[1:]:
+            if isinstance(payload, DeletePayload):
+                self._delete(payload)
+            elif isinstance(payload, NotifyPayload):
+                self._notify(payload)
+
+    def _delete(self, payload: DeletePayload) -> None:
+        peer = self.sa.remote[0]
+        protocol = payload.protocol_id
+        if protocol == ProtocolId.ISAKMP:
+            if payload.spi_size != 16:
+                self.engine.log.info("{exchange}: ISAKMP DELETE with {size}-byte SPIs "
+                                     "ignored", exchange=self.describe(),
+                                     size=payload.spi_size)
+                return
+            for spi in payload.spis:
+                target = self.engine.sadb.find_isakmp_by_cookies(spi)
+                if target is None or target.remote[0] != peer:
+                    self.engine.log.info("{exchange}: DELETE of unknown ISAKMP SA {spi}",
+                                         exchange=self.describe(), spi=spi.hex())
+                    continue
+                self.engine.log.info("{exchange}: peer deleted {sa}",
+                                     exchange=self.describe(), sa=target.describe())
+                if target is self.sa:
+                    # This exchange runs on it: remove it once the exchange is done.
+                    self._remove_own_sa = True
+                else:
+                    self.engine.remove_isakmp_sa(target)
+            return
+        if protocol not in (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH) or \
+                payload.spi_size != 4:
+            self.engine.log.info("{exchange}: DELETE for {protocol} with {size}-byte SPIs "
+                                 "ignored", exchange=self.describe(),
+                                 protocol=ProtocolId.describe(protocol),
+                                 size=payload.spi_size)
+            return
+        for spi in payload.spis:
+            ipsec = self.engine.sadb.ipsec_by_peer_spi(protocol, spi, peer)
+            if ipsec is None:
+                self.engine.log.info("{exchange}: DELETE of unknown {protocol} SA {spi}",
+                                     exchange=self.describe(),
+                                     protocol=ProtocolId.describe(protocol), spi=spi.hex())
+                continue
+            self.engine.log.info("{exchange}: peer deleted {sa}", exchange=self.describe(),
+                                 sa=ipsec.describe())
+            self.engine.remove_ipsec_sa(ipsec)
+
+    def _notify(self, payload: NotifyPayload) -> None:
+        kind = NotifyType.describe(payload.notify_type)
+        if payload.notify_type == NotifyType.INITIAL_CONTACT:
+            if self.sa.exchange_type == ExchangeType.AGGRESSIVE:
+                self.engine.log.info("{exchange}: INITIAL-CONTACT on an Aggressive Mode SA "
+                                     "ignored", exchange=self.describe())
+                return
+            self.engine.initial_contact(self.sa)
+            return
+        if payload.notify_type == NotifyType.R_U_THERE:
+            # RFC 3706 §5: answer with the same sequence number (we send the DPD VID).
+            self.engine.log.debug("{exchange}: R-U-THERE, answering", exchange=self.describe())
+            self.engine.send_protected_notify(self.sa, NotifyType.R_U_THERE_ACK,
+                                              spi=self.sa.cookies, data=payload.data)
+            return
+        self.engine.log.info("{exchange}: peer {ip} notified {kind}",
+                             exchange=self.describe(), ip=self.sa.remote[0], kind=kind)
+        if 0 < int(payload.notify_type) < NotifyType.CONNECTED:
+            # An authenticated refusal: our Quick Modes still waiting for an answer on
+            # this SA will not get one.
+            self.engine.peer_refused(self.sa, kind)

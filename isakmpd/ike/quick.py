@@ -1,0 +1,445 @@
+"""Quick Mode (phase 2): negotiating IPsec SAs and installing them in the kernel.
+
+This module owns the script of isakmpd's ``ike_quick_mode.c`` and the SA
+installation of ``ipsec.c`` finalize_exchange (inventory §4.5, RFC 2409 §5.5)::
+
+    I: *HASH(1) SA Ni [KE] [IDci IDcr] -> R
+    R: *HASH(2) SA Nr [KE] [IDci IDcr] -> I
+    I: *HASH(3)                         -> R
+
+HASH(1) = prf(SKEYID_a, M-ID | everything after HASH), HASH(2) = prf(SKEYID_a, M-ID |
+Ni_b | everything after HASH), HASH(3) = prf(SKEYID_a, 0 | M-ID | Ni_b | Nr_b). A
+message whose HASH is missing, not first or wrong cannot be authenticated: it is
+dropped with one log line and no answer. Refusals of authenticated messages (no
+acceptable proposal, unknown IDs) end the exchange with a protected notification.
+
+The offer, the choice and the connection come from :mod:`isakmpd.ike.policy`; SPIs
+from ``IKernel.allocate_spi``; KEYMAT from :mod:`isakmpd.crypto.ipsec_keys`. When
+the script ends, both directions of every protocol go to ``IKernel.add_sa`` (inbound
+with our SPI towards us, outbound with the peer's SPI towards it) and the flows
+(out, in, and fwd in tunnel mode) to ``IKernel.add_flow``, tied by a new reqid. With
+NAT-T the SAs carry the UDP encapsulation ports the ISAKMP SA uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from isakmpd.crypto import dh
+from isakmpd.crypto import prf as _prf
+from isakmpd.crypto.ipsec_keys import (
+    ISAKMPD_ESP_DEFAULT_KEY_BITS,
+    ah_layout,
+    derive_sa_key_pair,
+    esp_layout,
+    quick_mode_hash1,
+    quick_mode_hash2,
+    quick_mode_hash3,
+)
+from isakmpd.crypto.prf import CryptoError
+from isakmpd.ike import ids, natt, policy
+from isakmpd.ike.exchange import Exchange, ExchangeError, MessageSpec
+from isakmpd.ike.sa import Address, IpsecSA, SpiPair
+from isakmpd.kernel.interface import KernelError, KernelFlow, KernelSA
+from isakmpd.wire.constants import (
+    EncapsulationMode,
+    ExchangeType,
+    IdType,
+    NotifyType,
+    PayloadType,
+    ProtocolId,
+)
+from isakmpd.wire.message import Message, encode_payload_chain
+from isakmpd.wire.payloads import (
+    HashPayload,
+    IdPayload,
+    KeyExchangePayload,
+    NoncePayload,
+    Payload,
+    SaPayload,
+)
+
+__all__ = ["QuickMode"]
+
+NONCE_SIZE = 16
+NONCE_MIN, NONCE_MAX = 8, 256
+# Received ID types Quick Mode accepts (inventory §4.5); FQDN for NAT-T transport.
+_ID_TYPES = frozenset({IdType.IPV4_ADDR, IdType.IPV6_ADDR, IdType.IPV4_ADDR_SUBNET,
+                       IdType.IPV6_ADDR_SUBNET, IdType.FQDN})
+
+
+class QuickMode(Exchange):
+    """Quick Mode, both roles."""
+
+    EXCHANGE_TYPE = ExchangeType.QUICK_MODE
+    NAME = "Quick Mode"
+    INITIATOR_STEPS = ("send_qm1", "recv_qm2", "send_qm3")
+    RESPONDER_STEPS = ("recv_qm1", "send_qm2", "recv_qm3")
+    MESSAGES: ClassVar[dict[str, MessageSpec]] = {
+        "recv_qm1": ((PayloadType.HASH, PayloadType.SA, PayloadType.NONCE),
+                     (PayloadType.KEY_EXCH, PayloadType.ID, PayloadType.NAT_OA,
+                      PayloadType.NAT_OA_DRAFT)),
+        "recv_qm2": ((PayloadType.HASH, PayloadType.SA, PayloadType.NONCE),
+                     (PayloadType.KEY_EXCH, PayloadType.ID, PayloadType.NAT_OA,
+                      PayloadType.NAT_OA_DRAFT, PayloadType.NOTIFY)),
+        "recv_qm3": ((PayloadType.HASH,), ()),
+    }
+    ENCRYPTED = frozenset({"send_qm1", "recv_qm1", "send_qm2", "recv_qm2", "send_qm3",
+                           "recv_qm3"})
+
+    def __init__(self, *args: Any, connection: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connection = connection
+        self.offer: SaPayload | None = None
+        self.reply_sa: SaPayload | None = None
+        self.pfs_group: int | None = None
+        self.suite: Any = None
+        self.dh_pair: dh.DHKeyPair | None = None
+        self.g_qm_xy: bytes | None = None
+        self.ni_b = b""
+        self.nr_b = b""
+        self.idci: IdPayload | None = None
+        self.idcr: IdPayload | None = None
+        self._allocated: list[tuple[ProtocolId, bytes]] = []
+
+    @property
+    def store(self) -> Any:
+        return self.engine.store
+
+    @property
+    def peer(self) -> str:
+        return self.sa.remote[0]
+
+    def describe(self) -> str:
+        name = f" for {self.connection}" if self.connection else ""
+        return (f"Quick Mode {self.role}{name} with {self.peer} "
+                f"(msgid {self.message_id:08x})")
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _spi_for(self, protocol: ProtocolId) -> bytes:
+        try:
+            spi = self.engine.kernel.allocate_spi(protocol, self.sa.remote[0],
+                                                  self.sa.local[0])
+        except KernelError as error:
+            raise ExchangeError(None, f"{self.describe()}: no SPI from the kernel: "
+                                      f"{error}") from None
+        self._allocated.append((ProtocolId(protocol), bytes(spi)))
+        return bytes(spi)
+
+    def failure_cleanup(self) -> None:
+        """Give back SPIs we allocated for an SA that will not be installed."""
+        installed = {(s.protocol, s.spi) for ipsec in self.engine.sadb.ipsec_sas()
+                     for s in ipsec.kernel_sas}
+        for protocol, spi in self._allocated:
+            if (protocol, spi) in installed:
+                continue
+            try:
+                self.engine.kernel.delete_sa(protocol, spi, self.sa.local[0])
+            except KernelError:
+                pass
+        self._allocated = []
+
+    def _hash_alg(self) -> int:
+        return int(self.sa.suite.hash)
+
+    def _skeyid_a(self) -> bytes:
+        assert self.sa.keys is not None
+        return self.sa.keys.skeyid_a
+
+    def _check_hash(self, message: Message, expected_of: Any, which: str) -> None:
+        first = message.payloads[0] if message.payloads else None
+        if not isinstance(first, HashPayload):
+            raise ExchangeError(None, f"{self.describe()}: HASH is not the first payload, "
+                                      "message dropped", fatal=False)
+        if not _prf.equal(expected_of(message), first.body_bytes()):
+            raise ExchangeError(None, f"{self.describe()}: {which} does not match, "
+                                      "message dropped", fatal=False)
+
+    def _one_sa(self, message: Message) -> SaPayload:
+        found = message.find(PayloadType.SA)
+        if len(found) != 1 or not isinstance(found[0], SaPayload):
+            raise ExchangeError(NotifyType.PAYLOAD_MALFORMED,
+                                f"{self.describe()}: {len(found)} SA payloads, Quick Mode "
+                                "takes exactly one")
+        return found[0]
+
+    def _nonce(self, message: Message) -> bytes:
+        nonce = message.first(PayloadType.NONCE)
+        assert nonce is not None
+        data = nonce.body_bytes()
+        if not NONCE_MIN <= len(data) <= NONCE_MAX:
+            raise ExchangeError(NotifyType.PAYLOAD_MALFORMED,
+                                f"{self.describe()}: nonce of {len(data)} bytes, "
+                                f"{NONCE_MIN}..{NONCE_MAX} allowed")
+        return data
+
+    def _ids(self, message: Message) -> tuple[IdPayload, IdPayload] | None:
+        found = [p for p in message.find(PayloadType.ID) if isinstance(p, IdPayload)]
+        if not found:
+            return None
+        if len(found) != 2:
+            raise ExchangeError(NotifyType.PAYLOAD_MALFORMED,
+                                f"{self.describe()}: {len(found)} ID payloads, Quick Mode "
+                                "takes none or two (IDci and IDcr)")
+        for id_payload in found:
+            if id_payload.id_type not in _ID_TYPES:
+                raise ExchangeError(NotifyType.INVALID_ID_INFORMATION,
+                                    f"{self.describe()}: ID type "
+                                    f"{IdType.describe(id_payload.id_type)} is not allowed "
+                                    "in Quick Mode")
+        return found[0], found[1]
+
+    def _refuse(self, error: policy.NegotiationError) -> ExchangeError:
+        return ExchangeError(error.notify, f"{self.describe()}: {error.message}")
+
+    def _pfs_secret(self, message: Message, group_number: int | None) -> None:
+        """Check KE against the PFS decision and compute g(qm)^xy."""
+        ke = message.first(PayloadType.KEY_EXCH)
+        if group_number is None:
+            if ke is not None:
+                raise ExchangeError(NotifyType.NO_PROPOSAL_CHOSEN,
+                                    f"{self.describe()}: peer sent KE but the chosen "
+                                    "proposal has no PFS group")
+            return
+        if ke is None:
+            raise ExchangeError(NotifyType.NO_PROPOSAL_CHOSEN,
+                                f"{self.describe()}: PFS group "
+                                f"{group_number} chosen but the peer sent no KE")
+        try:
+            if self.dh_pair is None:
+                self.dh_pair = dh.group(group_number).generate(self.engine.rng)
+            self.g_qm_xy = self.dh_pair.shared_secret(ke.body_bytes())
+        except dh.DHError as error:
+            raise ExchangeError(error.notify, f"{self.describe()}: {error}") from None
+
+    def _rest(self, sa_payload: SaPayload, nonce: bytes) -> list[Payload]:
+        rest: list[Payload] = [sa_payload, NoncePayload(nonce)]
+        if self.dh_pair is not None:
+            rest.append(KeyExchangePayload(self.dh_pair.public_bytes))
+        if self.idci is not None and self.idcr is not None:
+            rest.extend([self.idci, self.idcr])
+        return rest
+
+    # -- initiator ---------------------------------------------------------------------
+
+    def send_qm1(self) -> list[Payload]:
+        assert self.connection is not None
+        nat = self.sa.nat
+        try:
+            if nat.detected:
+                self.offer, self.pfs_group = policy.quick_mode_offer(
+                    self.store, self.connection, self._spi_for, True,
+                    nat_t_draft=not nat.rfc)
+            else:
+                self.offer, self.pfs_group = policy.quick_mode_offer(
+                    self.store, self.connection, self._spi_for, False)
+            ids_pair = policy.connection_ids(self.store, self.connection, self.sa.local[0])
+        except policy.NegotiationError as error:
+            raise ExchangeError(None, f"{self.describe()}: {error.message}") from None
+        if ids_pair is not None:
+            self.idci, self.idcr = ids_pair
+        if self.pfs_group is not None:
+            try:
+                self.dh_pair = dh.group(self.pfs_group).generate(self.engine.rng)
+            except CryptoError as error:
+                raise ExchangeError(None, f"{self.describe()}: {error}") from None
+        self.ni_b = self.engine.rng.random_bytes(NONCE_SIZE)
+        rest = self._rest(self.offer, self.ni_b)
+        digest = quick_mode_hash1(self._hash_alg(), self._skeyid_a(), self.message_id,
+                                  encode_payload_chain(rest)[1])
+        return [HashPayload(digest), *rest]
+
+    def recv_qm2(self, message: Message, local: Address, remote: Address) -> None:
+        self._check_hash(message, lambda m: quick_mode_hash2(
+            self._hash_alg(), self._skeyid_a(), self.message_id, self.ni_b,
+            m.bytes_after(0)), "HASH(2)")
+        reply = self._one_sa(message)
+        assert self.offer is not None
+        try:
+            self.suite = policy.quick_mode_accept(self.offer, reply, self.peer)
+        except policy.NegotiationError as error:
+            raise self._refuse(error) from None
+        if self.suite.pfs_group != self.pfs_group:
+            raise ExchangeError(NotifyType.NO_PROPOSAL_CHOSEN,
+                                f"{self.describe()}: peer answered with PFS group "
+                                f"{self.suite.pfs_group}, we offered {self.pfs_group}")
+        self.nr_b = self._nonce(message)
+        self._pfs_secret(message, self.pfs_group)
+        echoed = self._ids(message)
+        if (echoed is not None and self.idci is not None and self.idcr is not None
+                and not (ids.ids_match(self.idci, echoed[0])
+                         and ids.ids_match(self.idcr, echoed[1]))):
+            raise ExchangeError(NotifyType.INVALID_ID_INFORMATION,
+                                f"{self.describe()}: peer answered with IDs "
+                                f"{ids.id_string(echoed[0])} / {ids.id_string(echoed[1])}, "
+                                f"we sent {ids.id_string(self.idci)} / "
+                                f"{ids.id_string(self.idcr)}")
+
+    def send_qm3(self) -> list[Payload]:
+        return [HashPayload(quick_mode_hash3(self._hash_alg(), self._skeyid_a(),
+                                             self.message_id, self.ni_b, self.nr_b))]
+
+    # -- responder -----------------------------------------------------------------------
+
+    def recv_qm1(self, message: Message, local: Address, remote: Address) -> None:
+        self._check_hash(message, lambda m: quick_mode_hash1(
+            self._hash_alg(), self._skeyid_a(), self.message_id, m.bytes_after(0)),
+            "HASH(1)")
+        offered = self._one_sa(message)
+        self.ni_b = self._nonce(message)
+        received = self._ids(message)
+        if received is not None:
+            self.idci, self.idcr = received
+        nat = self.sa.nat.detected
+        connection = policy.find_passive_connection(
+            self.store, self.sa.name, self.idci, self.idcr, self.sa.local[0],
+            self.sa.remote[0], nat_t=nat)
+        if connection is None:
+            wanted = (f"{ids.id_string(self.idci)} -> {ids.id_string(self.idcr)}"
+                      if self.idci is not None and self.idcr is not None
+                      else f"{self.sa.remote[0]} -> {self.sa.local[0]} (no IDs)")
+            raise ExchangeError(NotifyType.INVALID_ID_INFORMATION,
+                                f"{self.describe()}: no passive connection matches "
+                                f"{wanted}")
+        self.connection = connection
+        try:
+            self.reply_sa, self.suite = policy.quick_mode_select(
+                self.store, connection, offered, self._spi_for, self.peer, nat)
+        except policy.NegotiationError as error:
+            raise self._refuse(error) from None
+        self.pfs_group = self.suite.pfs_group
+        self._pfs_secret(message, self.pfs_group)
+
+    def send_qm2(self) -> list[Payload]:
+        assert self.reply_sa is not None
+        self.nr_b = self.engine.rng.random_bytes(len(self.ni_b))
+        rest = self._rest(self.reply_sa, self.nr_b)
+        digest = quick_mode_hash2(self._hash_alg(), self._skeyid_a(), self.message_id,
+                                  self.ni_b, encode_payload_chain(rest)[1])
+        return [HashPayload(digest), *rest]
+
+    def recv_qm3(self, message: Message, local: Address, remote: Address) -> None:
+        self._check_hash(message, lambda m: quick_mode_hash3(
+            self._hash_alg(), self._skeyid_a(), self.message_id, self.ni_b, self.nr_b),
+            "HASH(3)")
+
+    # -- installing ----------------------------------------------------------------------
+
+    def finish(self) -> Any:
+        try:
+            ipsec = self._install()
+        except (KernelError, CryptoError, ids.IdError) as error:
+            raise ExchangeError(None, f"{self.describe()}: installing the SAs failed: "
+                                      f"{error}") from None
+        self.engine.sadb.add_ipsec(ipsec)
+        self._allocated = []
+        self.engine.ipsec_established(ipsec)
+        return ipsec
+
+    def _selectors(self) -> tuple[IdPayload, IdPayload]:
+        """(local, remote) traffic selectors: the IDs, else the SA's addresses."""
+        local_ip, remote_ip = self.sa.local[0], self.sa.remote[0]
+        transport = all(natt.plain_mode(c.encapsulation) == EncapsulationMode.TRANSPORT
+                        for c in self.suite.protocols)
+        if self.idci is None or self.idcr is None or (transport and self.sa.nat.detected):
+            local_id = IdPayload.from_address(local_ip)
+            remote_id = IdPayload.from_address(remote_ip)
+            if self.idci is not None and self.idcr is not None:
+                ours, theirs = ((self.idci, self.idcr) if self.initiator
+                                else (self.idcr, self.idci))
+                local_id = IdPayload.from_address(local_ip, ours.protocol, ours.port)
+                remote_id = IdPayload.from_address(remote_ip, theirs.protocol, theirs.port)
+            return local_id, remote_id
+        return (self.idci, self.idcr) if self.initiator else (self.idcr, self.idci)
+
+    def _install(self) -> IpsecSA:
+        kernel = self.engine.kernel
+        keys = self.sa.keys
+        assert keys is not None and self.suite is not None
+        local, remote = self.sa.local, self.sa.remote
+        nat = self.sa.nat.detected
+        in_encap = (remote[1], local[1]) if nat else None
+        out_encap = (local[1], remote[1]) if nat else None
+        local_sel, remote_sel = self._selectors()
+        reqid = kernel.new_reqid()
+        ipsec = IpsecSA(self.connection or "?", self.sa, local, remote, self.initiator,
+                        self.engine.now(), suite=self.suite, reqid=reqid,
+                        local_id=local_sel, remote_id=remote_sel)
+        pairs: list[SpiPair] = []
+        try:
+            for choice in self.suite.protocols:
+                protocol = ProtocolId(choice.protocol)
+                if protocol == ProtocolId.IPSEC_ESP:
+                    layout = esp_layout(choice.transform_id, choice.key_length,
+                                        choice.auth_algorithm, ISAKMPD_ESP_DEFAULT_KEY_BITS)
+                else:
+                    layout = ah_layout(choice.transform_id, choice.auth_algorithm)
+                inbound, outbound = derive_sa_key_pair(
+                    self._hash_alg(), keys.skeyid_d, layout, choice.our_spi, choice.peer_spi,
+                    self.ni_b, self.nr_b, self.g_qm_xy)
+                mode = natt.plain_mode(choice.encapsulation)
+                auth = int(layout.auth_algorithm) if layout.auth_algorithm else None
+                for sa_keys, src, dst, encap in ((inbound, remote[0], local[0], in_encap),
+                                                 (outbound, local[0], remote[0], out_encap)):
+                    kernel_sa = KernelSA(
+                        protocol, sa_keys.spi, src, dst, mode,
+                        int(choice.transform_id) if protocol == ProtocolId.IPSEC_ESP
+                        else None,
+                        sa_keys.enc_key, auth, sa_keys.auth_key, reqid,
+                        life_seconds=choice.life_seconds,
+                        life_kilobytes=choice.life_kilobytes,
+                        replay_window=choice.replay_window, encap=encap)
+                    kernel.add_sa(kernel_sa)
+                    ipsec.kernel_sas.append(kernel_sa)
+                pairs.append(SpiPair(protocol, bytes(choice.our_spi), bytes(choice.peer_spi)))
+                ipsec.life_seconds = choice.life_seconds
+                ipsec.life_kilobytes = choice.life_kilobytes
+            ipsec.spis = tuple(pairs)
+            if not self.store.has("General", "Acquire-Only"):
+                for flow in self._flows(local_sel, remote_sel, reqid):
+                    kernel.add_flow(flow)
+                    ipsec.flows.append(flow)
+        except (KernelError, CryptoError, ids.IdError):
+            self._undo(ipsec)
+            raise
+        ipsec.stay_alive = (ipsec.name.lower() in
+                            (n.lower() for n in self.store.get_list("Phase 2", "Connections")))
+        return ipsec
+
+    def _undo(self, ipsec: IpsecSA) -> None:
+        for flow in ipsec.flows:
+            try:
+                self.engine.kernel.delete_flow(flow)
+            except KernelError:
+                pass
+        for kernel_sa in ipsec.kernel_sas:
+            try:
+                self.engine.kernel.delete_sa(kernel_sa.protocol, kernel_sa.spi, kernel_sa.dst)
+            except KernelError:
+                pass
+        ipsec.flows.clear()
+        ipsec.kernel_sas.clear()
+
+    def _flows(self, local_sel: IdPayload, remote_sel: IdPayload,
+               reqid: int) -> list[KernelFlow]:
+        choices = self.suite.protocols
+        outer = next((c for c in choices if c.protocol == ProtocolId.IPSEC_ESP), choices[0])
+        mode = natt.plain_mode(outer.encapsulation)
+        tunnel = mode == EncapsulationMode.TUNNEL
+        local_ip, remote_ip = self.sa.local[0], self.sa.remote[0]
+        local_net, remote_net = ids.id_selector(local_sel), ids.id_selector(remote_sel)
+        proto = local_sel.protocol or remote_sel.protocol
+        common = {"protocol": proto, "protocol_sa": ProtocolId(outer.protocol), "mode": mode,
+                  "reqid": reqid}
+        flows = [KernelFlow(local_net, remote_net, src_port=local_sel.port,
+                            dst_port=remote_sel.port, direction="out",
+                            tunnel_src=local_ip if tunnel else None,
+                            tunnel_dst=remote_ip if tunnel else None, **common)]
+        directions = ("in", "fwd") if tunnel else ("in",)
+        for direction in directions:
+            flows.append(KernelFlow(remote_net, local_net, src_port=remote_sel.port,
+                                    dst_port=local_sel.port, direction=direction,
+                                    tunnel_src=remote_ip if tunnel else None,
+                                    tunnel_dst=local_ip if tunnel else None, **common))
+        return flows

@@ -1,0 +1,280 @@
+"""The security association database: ISAKMP SAs and IPsec SAs, and their lookups.
+
+This module owns what isakmpd's ``sa.c`` keeps for each SA (inventory §4.1, §4.9):
+an :class:`IsakmpSA` per phase 1 (cookies, addresses, role, peer section name, the
+negotiated :class:`~isakmpd.ike.policy.Phase1Suite`, its
+:class:`~isakmpd.crypto.keys.Phase1Keys`, the phase 1 IV chain, NAT-T state, the
+peer's vendor IDs), an :class:`IpsecSA` per phase 2 (connection name, chosen
+:class:`~isakmpd.ike.policy.Phase2Suite`, per-protocol SPIs, reqid, IDs, what was
+installed in the kernel), and :class:`SaDatabase`, which finds them by cookies, by
+peer, by name and by SPI.
+
+The objects are plain records: exchanges fill them in, the engine adds and removes
+them. Nothing here sends, schedules or touches the kernel. ``repr`` never shows
+key material (the key holders' own ``repr`` hide it).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from isakmpd.wire.constants import COOKIE_SIZE, ExchangeType, ProtocolId
+
+if TYPE_CHECKING:
+    from isakmpd.crypto.cipher import Phase1Cipher
+    from isakmpd.crypto.keys import IvChain, Phase1Keys
+    from isakmpd.wire.payloads import IdPayload
+
+__all__ = [
+    "ZERO_COOKIE",
+    "Address",
+    "IpsecSA",
+    "IsakmpSA",
+    "NatState",
+    "SaDatabase",
+    "SaState",
+]
+
+Address = tuple[str, int]
+ZERO_COOKIE = b"\x00" * COOKIE_SIZE
+
+
+class SaState(enum.Enum):
+    """Life cycle of an SA."""
+
+    NEGOTIATING = "negotiating"
+    READY = "ready"
+    DEAD = "dead"
+
+
+@dataclass
+class NatState:
+    """NAT traversal facts of one ISAKMP SA (RFC 3947, inventory §4.8)."""
+
+    peer_capable: bool = False      # the peer sent a NAT-T VID we also sent
+    rfc: bool = False               # RFC 3947 VID (payload 20) rather than a draft (130)
+    we_are_behind: bool = False     # NAT-D of our address did not match
+    peer_is_behind: bool = False    # no NAT-D of the peer's address matched
+    floated: bool = False           # this SA talks on the NAT-T port
+
+    @property
+    def detected(self) -> bool:
+        return self.we_are_behind or self.peer_is_behind
+
+
+@dataclass(eq=False)
+class IsakmpSA:
+    """One ISAKMP SA (phase 1), ready or being negotiated."""
+
+    icookie: bytes
+    rcookie: bytes
+    local: Address
+    remote: Address
+    initiator: bool
+    name: str                        # the ISAKMP-peer section
+    created: float
+    exchange_type: int = ExchangeType.ID_PROT
+    state: SaState = SaState.NEGOTIATING
+    suite: Any = None                # policy.Phase1Suite once chosen
+    keys: Phase1Keys | None = None
+    iv: IvChain | None = None        # phase 1 chain; its final value seeds phase 2 IVs
+    nat: NatState = field(default_factory=NatState)
+    peer_vids: set[bytes] = field(default_factory=set)
+    local_id: IdPayload | None = None
+    remote_id: IdPayload | None = None
+    stay_alive: bool = False
+    openbsd_peer: bool = False
+    # Message IDs of phase 2 / informational exchanges seen on this SA, so a replayed
+    # message of a finished exchange is recognised (bounded, oldest dropped).
+    used_message_ids: dict[int, None] = field(default_factory=dict)
+
+    MAX_REMEMBERED_IDS = 256
+
+    @property
+    def cookies(self) -> bytes:
+        """CKY-I | CKY-R, the 16-byte "SPI" of an ISAKMP SA (RFC 2408 §3.15)."""
+        return self.icookie + self.rcookie
+
+    @property
+    def ready(self) -> bool:
+        return self.state is SaState.READY
+
+    @property
+    def peer_ip(self) -> str:
+        return self.remote[0]
+
+    @property
+    def dpd_capable(self) -> bool:
+        from isakmpd.wire.constants import VID_DPD
+        return VID_DPD in self.peer_vids
+
+    def cipher(self) -> Phase1Cipher:
+        if self.keys is None:
+            raise ValueError("this ISAKMP SA has no keys yet")
+        return self.keys.cipher()
+
+    def remember_message_id(self, message_id: int) -> None:
+        self.used_message_ids[message_id] = None
+        while len(self.used_message_ids) > self.MAX_REMEMBERED_IDS:
+            del self.used_message_ids[next(iter(self.used_message_ids))]
+
+    def describe(self) -> str:
+        role = "initiator" if self.initiator else "responder"
+        suite = self.suite.describe() if self.suite is not None else "no suite yet"
+        return (f"ISAKMP SA {self.name} {self.icookie.hex()}:{self.rcookie.hex()} "
+                f"{self.local[0]}:{self.local[1]} <-> {self.remote[0]}:{self.remote[1]} "
+                f"{role} {self.state.value} {suite}")
+
+    def __repr__(self) -> str:
+        return f"<{self.describe()}>"
+
+
+@dataclass(frozen=True)
+class SpiPair:
+    """The two SPIs of one protocol of an IPsec SA: ours (inbound) and the peer's."""
+
+    protocol: ProtocolId
+    our_spi: bytes
+    peer_spi: bytes
+
+
+@dataclass(eq=False)
+class IpsecSA:
+    """One IPsec SA bundle (phase 2): every protocol negotiated by one Quick Mode."""
+
+    name: str                        # the IPsec-connection section
+    isakmp_sa: IsakmpSA
+    local: Address
+    remote: Address
+    initiator: bool
+    created: float
+    suite: Any = None                # policy.Phase2Suite
+    spis: tuple[SpiPair, ...] = ()
+    reqid: int = 0
+    local_id: IdPayload | None = None
+    remote_id: IdPayload | None = None
+    life_seconds: int | None = None
+    life_kilobytes: int | None = None
+    kernel_sas: list[Any] = field(default_factory=list)    # KernelSA records installed
+    flows: list[Any] = field(default_factory=list)         # KernelFlow records installed
+    state: SaState = SaState.NEGOTIATING
+    stay_alive: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.state is SaState.READY
+
+    def our_spi(self, protocol: ProtocolId) -> bytes | None:
+        for pair in self.spis:
+            if pair.protocol == protocol:
+                return pair.our_spi
+        return None
+
+    def peer_spi(self, protocol: ProtocolId) -> bytes | None:
+        for pair in self.spis:
+            if pair.protocol == protocol:
+                return pair.peer_spi
+        return None
+
+    def describe(self) -> str:
+        spis = ", ".join(f"{p.protocol.label} in {p.our_spi.hex()} out {p.peer_spi.hex()}"
+                         for p in self.spis)
+        suite = self.suite.describe() if self.suite is not None else "no suite yet"
+        return (f"IPsec SA {self.name} {self.local[0]} <-> {self.remote[0]} "
+                f"{self.state.value} {suite} [{spis}] reqid {self.reqid}")
+
+    def __repr__(self) -> str:
+        return f"<{self.describe()}>"
+
+
+class SaDatabase:
+    """All SAs of one engine, with the lookups exchanges and the control interface use."""
+
+    def __init__(self) -> None:
+        self._isakmp: list[IsakmpSA] = []
+        self._ipsec: list[IpsecSA] = []
+
+    # -- ISAKMP SAs -------------------------------------------------------------
+
+    def add_isakmp(self, sa: IsakmpSA) -> None:
+        self._isakmp.append(sa)
+
+    def remove_isakmp(self, sa: IsakmpSA) -> None:
+        sa.state = SaState.DEAD
+        if sa in self._isakmp:
+            self._isakmp.remove(sa)
+
+    def isakmp_sas(self) -> list[IsakmpSA]:
+        return list(self._isakmp)
+
+    def find_isakmp(self, icookie: bytes, rcookie: bytes) -> IsakmpSA | None:
+        """The SA with exactly these cookies."""
+        for sa in self._isakmp:
+            if sa.icookie == icookie and sa.rcookie == rcookie:
+                return sa
+        return None
+
+    def find_isakmp_by_icookie(self, icookie: bytes, *, initiator: bool | None = None,
+                               ) -> IsakmpSA | None:
+        """The SA whose initiator cookie is ``icookie`` (optionally of our role)."""
+        for sa in self._isakmp:
+            if sa.icookie == icookie and (initiator is None or sa.initiator == initiator):
+                return sa
+        return None
+
+    def find_isakmp_by_cookies(self, cookies: bytes) -> IsakmpSA | None:
+        """The SA named by a 16-byte ISAKMP "SPI" (DELETE, INITIAL-CONTACT)."""
+        if len(cookies) != 2 * COOKIE_SIZE:
+            return None
+        return self.find_isakmp(cookies[:COOKIE_SIZE], cookies[COOKIE_SIZE:])
+
+    def isakmp_for_peer(self, name: str, *, ready_only: bool = True) -> IsakmpSA | None:
+        """The newest (ready) SA of peer section ``name``."""
+        found = [sa for sa in self._isakmp
+                 if sa.name.lower() == name.lower() and (sa.ready or not ready_only)]
+        return found[-1] if found else None
+
+    def isakmp_by_address(self, ip: str) -> list[IsakmpSA]:
+        return [sa for sa in self._isakmp if sa.remote[0] == ip]
+
+    # -- IPsec SAs --------------------------------------------------------------
+
+    def add_ipsec(self, sa: IpsecSA) -> None:
+        self._ipsec.append(sa)
+
+    def remove_ipsec(self, sa: IpsecSA) -> None:
+        sa.state = SaState.DEAD
+        if sa in self._ipsec:
+            self._ipsec.remove(sa)
+
+    def ipsec_sas(self) -> list[IpsecSA]:
+        return list(self._ipsec)
+
+    def ipsec_by_name(self, name: str) -> list[IpsecSA]:
+        return [sa for sa in self._ipsec if sa.name.lower() == name.lower()]
+
+    def ipsec_by_our_spi(self, protocol: int, spi: bytes) -> IpsecSA | None:
+        """The SA whose inbound SPI for ``protocol`` is ``spi``."""
+        for sa in self._ipsec:
+            if sa.our_spi(ProtocolId(protocol)) == spi:
+                return sa
+        return None
+
+    def ipsec_by_peer_spi(self, protocol: int, spi: bytes, peer_ip: str) -> IpsecSA | None:
+        """The SA from ``peer_ip`` whose outbound SPI for ``protocol`` is ``spi``.
+
+        A DELETE names the SPIs the *sender* chose (its inbound SAs, RFC 2408
+        §3.15), which are our outbound SPIs.
+        """
+        for sa in self._ipsec:
+            if sa.remote[0] == peer_ip and sa.peer_spi(ProtocolId(protocol)) == spi:
+                return sa
+        return None
+
+    def ipsec_for_isakmp(self, isakmp: IsakmpSA) -> list[IpsecSA]:
+        return [sa for sa in self._ipsec if sa.isakmp_sa is isakmp]
+
+    def ipsec_by_address(self, ip: str) -> list[IpsecSA]:
+        return [sa for sa in self._ipsec if sa.remote[0] == ip]

@@ -1,0 +1,303 @@
+"""An in-memory network of IKE engines on one task.Clock, for exchange tests.
+
+Each :class:`~isakmpd.ike.engine.Engine` gets a :class:`QueueSender` that puts its
+datagrams on the shared :class:`Network` queue; a test delivers them one by one
+(:meth:`Network.step`) or until the network is quiet (:meth:`Network.run`), and can
+drop, duplicate, reorder, corrupt or rewrite them on the way (``network.filters``,
+or by editing ``network.queue``). :class:`Nat` rewrites addresses and ports like a
+NAT box does. :func:`make_config` writes the isakmpd.conf of one gateway of the
+standard pair (west 192.0.2.1 with 203.0.113.0/25, east 198.51.100.1 with
+203.0.113.128/25); :func:`make_pair` builds both engines.
+
+Everything is deterministic: SeededRandom per engine, a task.Clock, log events
+collected in lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from twisted.internet.task import Clock
+from twisted.logger import Logger, formatEvent
+from zope.interface import implementer
+
+from isakmpd.config import load_config
+from isakmpd.crypto.random import SeededRandom
+from isakmpd.ike.engine import Engine
+from isakmpd.kernel.memory import MemoryKernel
+from isakmpd.transport.interface import ISender
+
+__all__ = [
+    "EAST",
+    "EAST_NET",
+    "WEST",
+    "WEST_NET",
+    "Datagram",
+    "Nat",
+    "Network",
+    "Node",
+    "make_config",
+    "make_pair",
+]
+
+WEST = "192.0.2.1"
+EAST = "198.51.100.1"
+WEST_NET = "203.0.113.0/25"
+EAST_NET = "203.0.113.128/25"
+PSK = "a shared secret of the test pair"
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Datagram:
+    data: bytes
+    src: Address
+    dst: Address
+
+    def with_data(self, data: bytes) -> Datagram:
+        return replace(self, data=data)
+
+
+@implementer(ISender)
+class QueueSender:
+    """An ISender that puts datagrams on the network's queue."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self.sent: list[Datagram] = []
+        self.keepalives: list[tuple[Address, Address]] = []
+
+    def send(self, data: bytes, local: Address, remote: Address) -> None:
+        datagram = Datagram(bytes(data), tuple(local), tuple(remote))
+        self.sent.append(datagram)
+        self.network.queue.append(datagram)
+
+    def send_keepalive(self, local: Address, remote: Address) -> None:
+        self.keepalives.append((local, remote))
+
+
+@dataclass
+class Nat:
+    """A NAT box: ``inside`` hosts appear as ``public`` with translated ports.
+
+    Outgoing (source inside): the source becomes (public, mapped port), a new mapping
+    per (inside address, port). Incoming (destination public): mapped back. Ports
+    listed in ``forward`` (public port -> (inside ip, port)) are port-forwarded, so a
+    host behind the NAT can also be a responder.
+    """
+
+    inside: str
+    public: str
+    next_port: int = 40000
+    forward: dict[int, Address] = field(default_factory=dict)
+    mappings: dict[Address, int] = field(default_factory=dict)
+
+    def outgoing(self, datagram: Datagram) -> Datagram:
+        if datagram.src[0] != self.inside:
+            return datagram
+        for port, target in self.forward.items():
+            if target == datagram.src:
+                return replace(datagram, src=(self.public, port))
+        if datagram.src not in self.mappings:
+            self.mappings[datagram.src] = self.next_port
+            self.next_port += 1
+        return replace(datagram, src=(self.public, self.mappings[datagram.src]))
+
+    def incoming(self, datagram: Datagram) -> Datagram:
+        if datagram.dst[0] != self.public:
+            return datagram
+        for inside, port in self.mappings.items():
+            if port == datagram.dst[1]:
+                return replace(datagram, dst=inside)
+        if datagram.dst[1] in self.forward:
+            return replace(datagram, dst=self.forward[datagram.dst[1]])
+        return replace(datagram, dst=("0.0.0.0", 0))   # no mapping: dropped
+
+
+@dataclass
+class Node:
+    """One engine on the network, with its kernel, sender and collected log lines."""
+
+    name: str
+    ip: str
+    engine: Engine
+    kernel: MemoryKernel
+    sender: QueueSender
+    events: list[dict]
+    received: list[Datagram] = field(default_factory=list)
+    diagnostics: list = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [formatEvent(e) for e in self.events]
+
+    def log_text(self) -> str:
+        return "\n".join(self.lines())
+
+
+class Network:
+    """The shared queue and clock joining engines."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock if clock is not None else Clock()
+        self.queue: list[Datagram] = []
+        self.nodes: dict[str, Node] = {}
+        self.nats: list[Nat] = []
+        self.delivered: list[Datagram] = []
+        # Each filter maps one datagram to the datagrams to deliver instead.
+        self.filters: list[Callable[[Datagram], list[Datagram]]] = []
+
+    def add_node(self, name: str, ip: str, config_text: str, *, seed: int,
+                 nat_t: bool = True) -> Node:
+        store, diagnostics = load_config(config_text, f"<{name}>")
+        events: list[dict] = []
+        log = Logger(namespace=f"isakmpd.{name}", observer=events.append)
+        kernel = MemoryKernel(SeededRandom(seed + 1000))
+        sender = QueueSender(self)
+        engine = Engine(store, self.clock, SeededRandom(seed), sender, kernel,
+                        lambda remote, ip=ip: ip, nat_t=nat_t, log=log)
+        node = Node(name, ip, engine, kernel, sender, events, diagnostics=diagnostics)
+        self.nodes[ip] = node
+        return node
+
+    def _route(self, datagram: Datagram) -> Datagram:
+        for nat in self.nats:
+            datagram = nat.outgoing(datagram)
+        for nat in self.nats:
+            datagram = nat.incoming(datagram)
+        return datagram
+
+    def step(self) -> Datagram | None:
+        """Deliver the first queued datagram (after filters and NAT); return it."""
+        if not self.queue:
+            return None
+        datagram = self.queue.pop(0)
+        outputs = [datagram]
+        for filt in self.filters:
+            outputs = [out for item in outputs for out in filt(item)]
+        for item in outputs:
+            routed = self._route(item)
+            node = self.nodes.get(routed.dst[0])
+            if node is None:
+                continue
+            self.delivered.append(routed)
+            node.received.append(routed)
+            node.engine.datagram_received(routed.data, routed.dst, routed.src)
+        return datagram
+
+    def run(self, limit: int = 200) -> int:
+        """Deliver until the queue is empty; return how many were taken."""
+        count = 0
+        while self.queue:
+            if count >= limit:
+                raise AssertionError(f"network still busy after {limit} datagrams")
+            self.step()
+            count += 1
+        return count
+
+    def drop_next(self, count: int = 1) -> list[Datagram]:
+        dropped = self.queue[:count]
+        del self.queue[:count]
+        return dropped
+
+
+def make_config(*, local: str, peer: str, local_net: str, remote_net: str,
+                mode: str = "ID_PROT", psk: str = PSK,
+                transforms: str = "AES-128-SHA-GRP19",
+                suites: str = "QM-ESP-AES-128-SHA-PFS-GRP19-SUITE",
+                retransmits: int = 3, max_time: int = 120, peer_ip_for_phase1: str | None = None,
+                extra_peer: str = "", extra: str = "") -> str:
+    """The isakmpd.conf of one gateway with one connection to its peer."""
+    lnet, lbits = local_net.split("/")
+    rnet, rbits = remote_net.split("/")
+
+    def mask(bits: str) -> str:
+        value = (0xffffffff << (32 - int(bits))) & 0xffffffff
+        return ".".join(str((value >> s) & 0xff) for s in (24, 16, 8, 0))
+
+    return f"""[General]
+Retransmits=		{retransmits}
+Exchange-max-time=	{max_time}
+
+[Phase 1]
+{peer_ip_for_phase1 or peer}=		peer
+
+[Phase 2]
+Connections=		conn
+
+[peer]
+Phase=			1
+Transport=		udp
+Address=		{peer}
+Configuration=		p1-config
+Authentication=		{psk}
+{extra_peer}
+[p1-config]
+DOI=			IPSEC
+EXCHANGE_TYPE=		{mode}
+Transforms=		{transforms}
+
+[conn]
+Phase=			2
+ISAKMP-peer=		peer
+Configuration=		p2-config
+Local-ID=		local-net
+Remote-ID=		remote-net
+
+[p2-config]
+DOI=			IPSEC
+EXCHANGE_TYPE=		QUICK_MODE
+Suites=			{suites}
+
+[local-net]
+ID-type=		IPV4_ADDR_SUBNET
+Network=		{lnet}
+Netmask=		{mask(lbits)}
+
+[remote-net]
+ID-type=		IPV4_ADDR_SUBNET
+Network=		{rnet}
+Netmask=		{mask(rbits)}
+{extra}"""
+
+
+def make_pair(*, west: dict | None = None, east: dict | None = None, seed: int = 1,
+              nat_t: tuple[bool, bool] = (True, True)) -> tuple[Network, Node, Node]:
+    """A network with west and east configured for each other."""
+    network = Network()
+    west_conf = make_config(local=WEST, peer=EAST, local_net=WEST_NET, remote_net=EAST_NET,
+                            **(west or {}))
+    east_conf = make_config(local=EAST, peer=WEST, local_net=EAST_NET, remote_net=WEST_NET,
+                            **(east or {}))
+    w = network.add_node("west", WEST, west_conf, seed=seed, nat_t=nat_t[0])
+    e = network.add_node("east", EAST, east_conf, seed=seed + 1, nat_t=nat_t[1])
+    return network, w, e
+
+
+def collect(deferred) -> list:
+    """A list that receives the Deferred's result (or Failure) when it fires."""
+    box: list = []
+    deferred.addBoth(box.append)
+    return box
+
+
+def decode(datagram: Datagram):
+    """The header of a datagram (works on encrypted ones too)."""
+    from isakmpd.wire.message import decode_header
+    return decode_header(datagram.data)
+
+
+def kernel_sa_mismatches(one: MemoryKernel, other: MemoryKernel) -> list[str]:
+    """What differs between two kernels that should hold the same SAs crosswise."""
+    problems = []
+    if set(one.sas) != set(other.sas):
+        problems.append(f"SA keys differ: {sorted(one.sas)} vs {sorted(other.sas)}")
+        return problems
+    for key, mine in one.sas.items():
+        theirs = other.sas[key]
+        for attr in ("protocol", "spi", "src", "dst", "mode", "enc_transform", "enc_key",
+                     "auth_algorithm", "auth_key", "life_seconds", "life_kilobytes"):
+            if getattr(mine, attr) != getattr(theirs, attr):
+                problems.append(f"{key}: {attr} differs")
+    return problems
