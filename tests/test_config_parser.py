@@ -86,6 +86,19 @@ class ValueTests(SynchronousTestCase):
         self.assertEqual(values.atoi(" 42abc"), 42)
         self.assertEqual(values.atoi("-3"), -3)
         self.assertEqual(values.atoi("abc"), 0)
+        self.assertEqual(values.atoi("+007"), 7)
+
+    def test_huge_numbers_do_not_raise(self) -> None:
+        # int() refuses strings of more than 4300 digits; such numbers saturate.
+        huge = "9" * 5000
+        self.assertGreater(values.atoi(huge), 2**64)
+        self.assertLess(values.atoi("-" + huge), -2**64)
+        self.assertGreater(values.parse_int(huge), 2**64)
+        self.assertEqual(values.parse_int("0" * 5000 + "12"), 12)
+        self.assertGreater(values.parse_offer(f"5,1:{huge}").high, 2**64)
+        self.assertTrue(values.match_number(f"5,1:{huge}", 2**32))
+        self.assertFalse(values.match_number(huge, 5))
+        self.assertRaises(ValueError, values.parse_offer, f"5,{huge}:1")
 
     def test_offer(self) -> None:
         offer = values.parse_offer("3600,60:86400")

@@ -197,6 +197,38 @@ class ValidateTests(SynchronousTestCase):
         self.assertTrue(result.usable("conn"))
         self.assertTrue(result.usable("peer"))
 
+    def test_huge_numbers_are_reported_not_raised(self) -> None:
+        # int() refuses strings of more than 4300 digits.
+        huge = "9" * 5000
+        self.one_error(GOOD + f"[General]\nRetransmits={huge}\n", "General", "Retransmits")
+        self.one_error(with_changes(peer__Port=huge), "peer", "Port")
+        self.one_error(GOOD + f"[General]\nLoglevel={huge}=1\n", "General", "Loglevel")
+        self.one_error(GOOD + f"[General]\nDefault-phase-1-lifetime=1,{huge}:5\n",
+                       "General", "Default-phase-1-lifetime", "larger")
+
+    def test_phase_1_address_tags_in_another_spelling(self) -> None:
+        # Peers are found by address (and OpenBSD compares tags case-insensitively):
+        # another spelling of the address is no error.
+        for spelling in ("2001:DB8::1", "2001:db8:0::1"):
+            text = GOOD.replace("198.51.100.1=peer", f"{spelling}=peer").replace(
+                "Address=198.51.100.1", "Address=2001:db8::1")
+            self.assertEqual(self.errors(text), [], spelling)
+        text = GOOD.replace("198.51.100.1=peer", "2001:db8:0::1=peer").replace(
+            "Address=198.51.100.1", "Address=2001:db8::1")
+        self.assertIn("2001:db8::1", " ".join(str(d) for d in check(text)))
+        text = GOOD.replace("198.51.100.1=peer", "2001:DB8::1=peer").replace(
+            "Address=198.51.100.1", "Address=2001:db8::1")
+        self.assertEqual([str(d) for d in check(text)], [])
+
+    def test_aes_key_length_must_be_an_aes_key_size(self) -> None:
+        text = GOOD.replace("Transforms=AES-256-SHA2-256-GRP14", "Transforms=x") + (
+            "[x]\nENCRYPTION_ALGORITHM=AES_CBC\nKEY_LENGTH={}\nHASH_ALGORITHM=SHA\n"
+            "AUTHENTICATION_METHOD=PRE_SHARED\nGROUP_DESCRIPTION=MODP_2048\n")
+        for bits in ("160", "136,128:256"):
+            self.one_error(text.format(bits), "x", "KEY_LENGTH", "128, 192 or 256")
+        for bits in ("128", "192,128:256", "256,256:256"):
+            self.assertEqual(self.errors(text.format(bits)), [], bits)
+
     def test_never_raises(self) -> None:
         check("[Phase 2]\nConnections=a,b\nPassive-connections=a\n[a]\nPhase=x\n"
               "ISAKMP-peer=a\nConfiguration=a\nLocal-ID=a\n[b]\nLife=ANY\n"

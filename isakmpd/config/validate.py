@@ -372,7 +372,8 @@ class _Checker:
         for item in self.listed(section, "Loglevel", None):
             cls, _, level = item.partition("=")
             cls = cls.strip()
-            ok_class = cls == "A" or (parse_int(cls) is not None and int(cls) <= 10)
+            number = parse_int(cls)
+            ok_class = cls == "A" or (number is not None and number <= 10)
             if not ok_class or parse_int(level) is None:
                 self.report(ERROR, section, "Loglevel",
                             f"Loglevel element {item!r} is not CLASS=LEVEL (CLASS 0..10 or A, "
@@ -398,10 +399,13 @@ class _Checker:
                                 f"tag {bound.tag!r} in [Phase 1] must be a peer's numeric IP "
                                 "address (or Default)")
                     continue
-                if str(parsed) != bound.tag:
-                    self.report(ERROR, section, bound.tag,
-                                f"peer address {bound.tag!r} is matched as text; write it as "
-                                f"{parsed} or it never matches")
+                # Peers are found by comparing addresses (ike.policy.find_peer_section);
+                # OpenBSD compares the text, case-insensitively.
+                if str(parsed).lower() != bound.tag.lower():
+                    self.report(WARNING, section, bound.tag,
+                                f"peer address {bound.tag!r} is not in canonical form; it "
+                                "works here, but OpenBSD's isakmpd matches it as text and "
+                                f"would never find it; write it as {parsed}")
             if self.target(section, bound.tag, name, "ISAKMP-peer", None):
                 self.peer(name, bound, initiate=False)
 
@@ -555,6 +559,10 @@ class _Checker:
                 self.report(ERROR, name, "KEY_LENGTH",
                             f"KEY_LENGTH {offered[0]} is not valid for {cipher.label}: use a "
                             f"multiple of 8 from {bits[0]} to {bits[1]}", ref)
+            elif cipher is EncryptionAlgorithm.AES_CBC and offered[0] not in (128, 192, 256):
+                self.report(ERROR, name, "KEY_LENGTH",
+                            f"KEY_LENGTH {offered[0]} is not valid for {cipher.label}: AES "
+                            "keys are 128, 192 or 256 bits", ref)
         ok = self.lifetimes(name, ref)
         return self._done("p1xf", name, ok)
 

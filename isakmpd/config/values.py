@@ -35,6 +35,17 @@ ANY = "ANY"
 _ATOI = re.compile(r"[ \t\n\r\f\v]*([+-]?[0-9]+)")
 _INT = re.compile(r"[0-9]+")
 _OFFER = re.compile(r"\s*([0-9]+)\s*(?:,\s*([0-9]+)\s*:\s*([0-9]+)\s*)?")
+# Numbers longer than this saturate: far beyond any value a tag can take, and
+# int() refuses strings of more than 4300 digits (sys.get_int_max_str_digits).
+_MAX_DIGITS = 100
+
+
+def _decimal(digits: str) -> int:
+    """``int(digits)`` for a run of ASCII digits, saturating absurdly long ones."""
+    digits = digits.lstrip("0")
+    if len(digits) > _MAX_DIGITS:
+        return 10 ** _MAX_DIGITS
+    return int(digits or "0")
 
 
 def split_list(value: str) -> tuple[list[str], int]:
@@ -53,13 +64,17 @@ def split_list(value: str) -> tuple[list[str], int]:
 def atoi(text: str) -> int:
     """C ``atoi``: the leading (signed) decimal number of ``text``, or 0."""
     match = _ATOI.match(text)
-    return int(match.group(1)) if match else 0
+    if match is None:
+        return 0
+    number = match.group(1)
+    value = _decimal(number.lstrip("+-"))
+    return -value if number.startswith("-") else value
 
 
 def parse_int(text: str) -> int | None:
     """A whole non-negative decimal number (blanks around allowed), else None."""
     text = text.strip()
-    return int(text) if _INT.fullmatch(text) else None
+    return _decimal(text) if _INT.fullmatch(text) else None
 
 
 def is_any(text: str) -> bool:
@@ -89,10 +104,10 @@ def parse_offer(text: str) -> Offer:
     if match is None:
         raise ValueError(f"{text!r} is not a number, nor of the form 'offer,min:max' "
                          "(e.g. 3600 or 3600,60:86400)")
-    value = int(match.group(1))
+    value = _decimal(match.group(1))
     if match.group(2) is None:
         return Offer(value, value, value)
-    low, high = int(match.group(2)), int(match.group(3))
+    low, high = _decimal(match.group(2)), _decimal(match.group(3))
     if low > high:
         raise ValueError(f"{text!r}: the minimum {low} is larger than the maximum {high}")
     return Offer(value, low, high)
