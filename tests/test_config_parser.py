@@ -114,3 +114,18 @@ class ValueTests(SynchronousTestCase):
         self.assertFalse(values.match_number("x", 5))
         self.assertRaises(ValueError, values.parse_offer, "10,20:5")
         self.assertRaises(ValueError, values.parse_offer, "1,2")
+
+
+class KeyMaterialTests(SynchronousTestCase):
+    """Diagnostics go to logs: they never repeat a value, which may be a key."""
+
+    def test_ignored_assignments_do_not_show_their_value(self) -> None:
+        text = ("Authentication=\tbefore-any-section-secret\n"
+                "[peer]\n"
+                "  Authentication=\tindented-secret\n"
+                "Authentication=\tlast-line-secret")
+        result = parse(text, "k.conf")
+        messages = " ".join(str(d) for d in result.diagnostics)
+        self.assertEqual(len(result.diagnostics), 3)
+        self.assertNotIn("secret", messages)
+        self.assertIn("Authentication=...", messages)

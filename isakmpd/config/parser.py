@@ -217,7 +217,7 @@ def parse(text: str, filename: str = "<config>") -> ParseResult:
                 why = "it comes before the first [section] header"
             else:
                 why = f"the section header at line {ignoring_since} is malformed"
-            report(number, f"assignment {line.strip(_BLANKS)!r} ignored because {why}")
+            report(number, f"assignment {_without_value(line)!r} ignored because {why}")
             continue
 
         # The tag runs from column 1 to the first blank, tab or '='.
@@ -231,7 +231,7 @@ def parse(text: str, filename: str = "<config>") -> ParseResult:
 
         if tag == "":
             if line[0] in " \t":
-                report(number, f"indented assignment {line.strip(_BLANKS)!r} ignored: "
+                report(number, f"indented assignment {_without_value(line)!r} ignored: "
                        "the tag must start in column 1 (isakmpd reads an empty tag "
                        "here); remove the leading blanks", section)
             else:
@@ -258,12 +258,23 @@ def parse(text: str, filename: str = "<config>") -> ParseResult:
 
     if unterminated is not None:
         number, line = unterminated
-        stripped = line.strip(_BLANKS)
+        stripped = _without_value(line)
         if stripped and stripped[0] not in "#;":
             report(number, f"the last line {stripped!r} does not end with a newline and "
                    "is ignored (as isakmpd does); add a newline at the end of the file",
                    section)
     return result
+
+
+def _without_value(line: str) -> str:
+    """The line for a message, with an assignment's value elided.
+
+    Values can be pre-shared keys (``Authentication=``); diagnostics end up in logs,
+    which must not carry key material.
+    """
+    stripped = line.strip(_BLANKS)
+    equals = stripped.find("=")
+    return stripped if equals == -1 else stripped[:equals + 1] + "..."
 
 
 def _has_trailing_comment(value: str) -> bool:
