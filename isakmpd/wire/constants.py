@@ -27,7 +27,14 @@ class Named(enum.IntEnum):
 
     @property
     def label(self) -> str:
-        return _LABELS.get((type(self).__name__, self.name), self.name)
+        # Logs and config lookups ask for labels constantly: compute each once and
+        # keep it on the member.
+        try:
+            return self.__dict__["_label"]  # type: ignore[no-any-return]
+        except KeyError:
+            label = _LABELS.get((type(self).__name__, self._name_), self._name_)
+            self.__dict__["_label"] = label
+            return label
 
     def __str__(self) -> str:
         return self.label
@@ -38,11 +45,16 @@ class Named(enum.IntEnum):
 
         Raises KeyError naming the class and the unknown text.
         """
-        wanted = text.strip().upper()
-        for member in cls:
-            if member.label.upper() == wanted:
-                return member
-        raise KeyError(f"{text!r} is not a known {cls.__name__} name")
+        by_label = _BY_LABEL.get(cls)
+        if by_label is None:
+            by_label = {}
+            for member in cls:
+                by_label.setdefault(member.label.upper(), member)
+            _BY_LABEL[cls] = by_label
+        try:
+            return by_label[text.strip().upper()]
+        except KeyError:
+            raise KeyError(f"{text!r} is not a known {cls.__name__} name") from None
 
     @classmethod
     def describe(cls, value: int) -> str:
@@ -52,6 +64,9 @@ class Named(enum.IntEnum):
         except ValueError:
             return f"unknown ({value})"
 
+
+# Each class's members by upper-case label, built on first use (from_label).
+_BY_LABEL: dict[type[Named], dict[str, Named]] = {}
 
 # (enum class name, member name) -> label, for names that are not identifiers.
 _LABELS: dict[tuple[str, str], str] = {
