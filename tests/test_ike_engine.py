@@ -50,6 +50,7 @@ from tests.support.ikepair import (
     Datagram,
     collect,
     decode,
+    exchange_calls,
     make_pair,
 )
 
@@ -136,7 +137,7 @@ class RetransmissionTests(SynchronousTestCase):
         self.assertEqual(network.queue[0].data, mm1.data)
         network.run()
         self.assertTrue(box[0].ready)
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_lost_encrypted_message_resent_identical(self) -> None:
         network, west, east = make_pair()
@@ -151,7 +152,7 @@ class RetransmissionTests(SynchronousTestCase):
         network.run()
         self.assertTrue(box[0].ready)
         self.assertEqual(len(east.engine.sadb.isakmp_sas()), 1)
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_gives_up_after_retransmits_then_fails_at_max_time(self) -> None:
         network, west, _east = make_pair()
@@ -170,7 +171,7 @@ class RetransmissionTests(SynchronousTestCase):
         box[0].trap(ExchangeFailed)
         self.assertEqual(network.clock.seconds(), 120)
         self.assertIn("timed out", box[0].value.message)
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
         self.assertEqual(west.engine.sadb.isakmp_sas(), [])
         self.assertEqual(west.engine.exchanges(), [])
 
@@ -181,14 +182,14 @@ class RetransmissionTests(SynchronousTestCase):
         network.clock.pump([1] * 40)
         self.assertEqual(len(west.sender.sent), 2)
         box[0].trap(ExchangeFailed)
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_new_message_cancels_retransmission(self) -> None:
         network, west, _east = make_pair()
         collect(west.engine.initiate_phase1("peer"))
         network.step()                  # MM1 to east; MM2 queued
         network.step()                  # MM2 to west: MM1's timer goes, MM3's starts
-        calls = network.clock.getDelayedCalls()
+        calls = exchange_calls(network.clock)
         west_timers = [c for c in calls if c.func.__self__.engine is west.engine
                        and c.func.__name__ == "_retransmit"]
         self.assertEqual(len(west_timers), 1)
@@ -207,7 +208,7 @@ class RetransmissionTests(SynchronousTestCase):
         network.run()                   # west ignores the duplicate MM6
         self.assertEqual(len(east.engine.sadb.isakmp_sas()), 1)
         self.assertEqual(len(west.engine.sadb.isakmp_sas()), 1)
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_duplicate_first_message_answered_once_each(self) -> None:
         network, west, east = make_pair()
@@ -239,7 +240,7 @@ class RetransmissionTests(SynchronousTestCase):
         self.assertIn("NO-SUCH-TRANSFORM", west.log_text())
         self.assertEqual(network.queue, [])
         self.assertEqual(west.engine.sadb.isakmp_sas(), [])
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
         self.assertEqual([e for e in west.events if "log_failure" in e], [])
 
     def test_rcookie_adopted_only_from_the_peer(self) -> None:
@@ -300,7 +301,7 @@ class BadInputTests(SynchronousTestCase):
         box = collect(self.west.engine.initiate_connection("conn"))
         self.network.run()
         self.assertIsInstance(box[0], IpsecSA, self.east.log_text())
-        self.assertEqual(self.network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(self.network.clock), [])
 
     def test_truncated(self) -> None:
         sent, lines = self.inject(b"\x01\x02\x03")
@@ -450,7 +451,7 @@ class BadInputTests(SynchronousTestCase):
         self.network.run()
         self.assertIsInstance(box[0], IpsecSA)
         self.assertEqual(len(self.east.engine.sadb.ipsec_sas()), 1)
-        self.assertEqual(self.network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(self.network.clock), [])
 
     def test_unprotected_notifications_tear_nothing_down(self) -> None:
         _wsa, esa = self.establish()
@@ -471,7 +472,7 @@ class BadInputTests(SynchronousTestCase):
         self.assertLessEqual(sent, 1)
         self.assertEqual(len(lines), 1)
         self.assertEqual(self.east.engine.sadb.isakmp_sas(), [])
-        self.assertEqual(self.network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(self.network.clock), [])
 
 
 class DeterminismTests(SynchronousTestCase):
@@ -489,9 +490,9 @@ class DeterminismTests(SynchronousTestCase):
         network, west, _east = make_pair()
         self.assertIsInstance(west.engine.clock, Clock)
         collect(west.engine.initiate_phase1("peer"))
-        self.assertEqual(len(network.clock.getDelayedCalls()), 2)   # retransmit + deadline
+        self.assertEqual(len(exchange_calls(network.clock)), 2)   # retransmit + deadline
         network.run()
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_datagram_kinds(self) -> None:
         self.assertTrue(Datagram(b"", (WEST, 500), (EAST, 500)).with_data(b"x").data == b"x")

@@ -17,7 +17,7 @@ from isakmpd.ike.sa import IpsecSA
 from isakmpd.wire.constants import ExchangeType, NotifyType, ProtocolId
 from isakmpd.wire.message import Message
 from isakmpd.wire.payloads import DeletePayload, NotifyPayload
-from tests.support.ikepair import WEST, collect, decode, make_pair
+from tests.support.ikepair import WEST, collect, decode, exchange_calls, make_pair
 
 
 class InformationalTests(SynchronousTestCase):
@@ -49,7 +49,7 @@ class InformationalTests(SynchronousTestCase):
         # Both ISAKMP SAs stay.
         self.assertTrue(self.west.engine.sadb.isakmp_sas()[0].ready)
         self.assertTrue(self.east.engine.sadb.isakmp_sas()[0].ready)
-        self.assertEqual(self.network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(self.network.clock), [])
 
     def test_delete_from_responder(self) -> None:
         [ipsec] = self.east.engine.sadb.ipsec_sas()
@@ -58,7 +58,7 @@ class InformationalTests(SynchronousTestCase):
         self.assert_ipsec_gone(self.east)
         self.assert_ipsec_gone(self.west)
         self.assertIn("peer deleted", self.west.log_text())
-        self.assertEqual(self.network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(self.network.clock), [])
 
     def test_delete_isakmp_sa(self) -> None:
         [sa] = self.west.engine.sadb.isakmp_sas()
@@ -68,7 +68,7 @@ class InformationalTests(SynchronousTestCase):
         self.assertEqual(self.east.engine.sadb.isakmp_sas(), [])
         self.assertEqual(len(self.east.engine.sadb.ipsec_sas()), 1)
         self.assertEqual(len(self.east.kernel.sas), 2)
-        self.assertEqual(self.network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(self.network.clock), [])
         # A new Quick Mode negotiates a new phase 1 first.
         box = collect(self.west.engine.initiate_connection("conn"))
         self.network.run()
@@ -126,7 +126,7 @@ class InformationalTests(SynchronousTestCase):
         self.assertEqual(len(self.east.kernel.sas), 2)
         self.assertEqual(len(self.east.sender.sent), sent)
         self.assertIn("HASH(1) does not match", self.east.log_text())
-        self.assertEqual(self.network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(self.network.clock), [])
 
     def test_delete_for_another_peers_sa_is_ignored(self) -> None:
         # A DELETE naming an SPI the sender does not own removes nothing.
@@ -166,7 +166,7 @@ class InformationalTests(SynchronousTestCase):
         headers = [decode(d) for d in self.network.delivered]
         self.assertEqual([h.exchange_type for h in headers], [ExchangeType.INFO] * 2)
         self.assertTrue(all(h.encrypted for h in headers))
-        self.assertEqual(self.network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(self.network.clock), [])
 
     def test_quick_mode_refusal_ends_initiator_at_once(self) -> None:
         self.east.engine.store.set("p2-config", "Suites", "QM-ESP-3DES-SHA-SUITE",
@@ -178,7 +178,7 @@ class InformationalTests(SynchronousTestCase):
         note = [d for d in self.network.delivered if d.dst[0] == WEST]
         self.assertEqual(len(note), 1)
         self.assertTrue(decode(note[0]).encrypted)
-        self.assertEqual(self.network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(self.network.clock), [])
 
     def test_r_u_there_answered(self) -> None:
         [wsa] = self.west.engine.sadb.isakmp_sas()
@@ -187,4 +187,4 @@ class InformationalTests(SynchronousTestCase):
         self.network.run()
         self.assertEqual([d.dst[0] for d in self.network.delivered], [self.east.ip, WEST])
         self.assertIn("notified R_U_THERE_ACK", self.west.log_text())
-        self.assertEqual(self.network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(self.network.clock), [])

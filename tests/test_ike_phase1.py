@@ -29,6 +29,7 @@ from tests.support.ikepair import (
     Nat,
     collect,
     decode,
+    exchange_calls,
     make_config,
     make_pair,
 )
@@ -60,7 +61,7 @@ class MainModeTests(SynchronousTestCase):
         headers = [decode(d) for d in network.delivered]
         self.assertEqual([h.exchange_type for h in headers], [ExchangeType.ID_PROT] * 6)
         self.assertEqual([h.encrypted for h in headers], [False] * 4 + [True] * 2)
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_vendor_ids_and_nat_d_without_nat(self) -> None:
         network, west, _east = make_pair()
@@ -120,7 +121,7 @@ class MainModeTests(SynchronousTestCase):
         self.assertIn("differs", text)
         self.assertEqual(west.engine.sadb.isakmp_sas(), [])
         self.assertEqual(east.engine.sadb.isakmp_sas(), [])
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_wrong_pre_shared_key(self) -> None:
         network, west, east = make_pair(east={"psk": "another secret"})
@@ -132,7 +133,7 @@ class MainModeTests(SynchronousTestCase):
         self.assertIn(WEST, east.log_text())
         self.assertEqual(west.engine.sadb.isakmp_sas(), [])
         self.assertEqual(east.engine.sadb.isakmp_sas(), [])
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_remote_id_mismatch(self) -> None:
         network, west, _east = make_pair(west={
@@ -144,7 +145,7 @@ class MainModeTests(SynchronousTestCase):
         self.assertIn("not-east.example", west.log_text())
         self.assertEqual(box[0].value.notify, NotifyType.INVALID_ID_INFORMATION)
         self.assertEqual(west.engine.sadb.isakmp_sas(), [])
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_short_nonce_refused(self) -> None:
         network, west, east = make_pair()
@@ -182,7 +183,7 @@ class AggressiveModeTests(SynchronousTestCase):
         self.assertEqual([h.encrypted for h in headers], [False, False, True])
         # No INITIAL-CONTACT in Aggressive Mode.
         self.assertNotIn(EAST, west.engine.contacted)
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_responder_refuses_unconfigured_mode(self) -> None:
         network, west, east = make_pair(west={"mode": "AGGRESSIVE"})
@@ -191,7 +192,7 @@ class AggressiveModeTests(SynchronousTestCase):
         box[0].trap(ExchangeFailed)
         self.assertIn("configured for ID_PROT", east.log_text())
         self.assertEqual(east.engine.sadb.isakmp_sas(), [])
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_wrong_pre_shared_key(self) -> None:
         network, west, east = make_pair(west={"mode": "AGGRESSIVE"},
@@ -202,7 +203,7 @@ class AggressiveModeTests(SynchronousTestCase):
         self.assertIn("HASH_R does not match", west.log_text())
         self.assertEqual(west.engine.sadb.isakmp_sas(), [])
         self.assertEqual(east.engine.sadb.isakmp_sas(), [])
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
 
 class NatTraversalTests(SynchronousTestCase):
@@ -213,7 +214,7 @@ class NatTraversalTests(SynchronousTestCase):
         self.assertTrue(wsa.nat.floated and esa.nat.floated)
         self.assertEqual(wsa.local[1], 4500)
         self.assertEqual(esa.local[1], 4500)
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_initiator_behind_nat_main_mode(self) -> None:
         network, west, east = make_pair(east={"peer_ip_for_phase1": NAT_PUBLIC})

@@ -22,6 +22,7 @@ from tests.support.ikepair import (
     Nat,
     collect,
     decode,
+    exchange_calls,
     kernel_sa_mismatches,
     make_pair,
 )
@@ -42,7 +43,7 @@ class QuickModeTests(SynchronousTestCase):
         network.run()
         self.assertEqual(len(box), 1)
         self.assertIsInstance(box[0], IpsecSA, west.log_text() + east.log_text())
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
         return network, west, east, box[0]
 
     def check_crosswise(self, west, east, *, protocols=1) -> None:
@@ -144,7 +145,7 @@ class QuickModeTests(SynchronousTestCase):
         self.assertEqual(west.kernel.flows, [])
         # Phase 1 stays up.
         self.assertEqual(len(west.engine.sadb.isakmp_sas()), 1)
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_several_quick_modes_one_phase1(self) -> None:
         network, west, east = make_pair()
@@ -163,7 +164,7 @@ class QuickModeTests(SynchronousTestCase):
         network.run()
         self.assertIsInstance(third[0], IpsecSA)
         self.assertEqual(len(west.engine.sadb.isakmp_sas()), 1)
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_east_initiates(self) -> None:
         network, west, east = make_pair()
@@ -183,7 +184,7 @@ class QuickModeTests(SynchronousTestCase):
         self.assertEqual(network.queue[0].data, qm1.data)
         network.run()
         self.assertIsInstance(box[0], IpsecSA)
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_qm3_lost_peer_retransmits_qm2(self) -> None:
         network, west, east = make_pair()
@@ -198,7 +199,7 @@ class QuickModeTests(SynchronousTestCase):
         self.assertEqual(len(east.engine.sadb.ipsec_sas()), 1)
         self.assertEqual(len(west.engine.sadb.ipsec_sas()), 1)
         self.assertEqual(kernel_sa_mismatches(west.kernel, east.kernel), [])
-        self.assertEqual(network.clock.getDelayedCalls(), [])
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_nat_t_udp_encapsulation(self) -> None:
         network, west, east = make_pair(east={"peer_ip_for_phase1": NAT_PUBLIC})

@@ -10,6 +10,12 @@ phase 1 first when there is no ready ISAKMP SA with the connection's peer.
 In passive mode (``-S`` at start, ``M passive`` on the FIFO) the checker initiates
 nothing; incoming negotiations are still answered (the engine's business).
 
+The manager registers itself as the engine's ``connection_manager``: the engine's
+lifetime timers ask :attr:`ConnectionManager.active` whether an expiring SA's
+connection is kept up (renegotiate at soft expiry) or not (let it fade). A
+connection counts as up while any ready IPsec SA of its name exists, so rekeys and
+simultaneous negotiations from both peers never make the checker start more.
+
 Passive connections (``[Phase 2] Passive-connections``) need nothing here: the
 engine looks them up when a peer starts Quick Mode (:func:`policy.find_passive_connection`).
 
@@ -35,6 +41,7 @@ class _Engine(Protocol):
 
     store: Any
     sadb: Any
+    connection_manager: Any
 
     def initiate_connection(self, connection: str) -> Deferred[Any]: ...
 
@@ -51,6 +58,7 @@ class ConnectionManager:
         self._active: dict[str, str] = {}            # lower-case name -> name as written
         self._running: dict[str, Deferred[Any]] = {}  # lower-case name -> negotiation
         self._timer: IDelayedCall | None = None
+        engine.connection_manager = self
 
     # -- the list ------------------------------------------------------------------
 
@@ -113,6 +121,10 @@ class ConnectionManager:
         """Start every active connection that is neither up nor being negotiated."""
         for name in self.active:
             self._check_one(name)
+
+    def negotiating(self, name: str) -> bool:
+        """Has the checker a negotiation for ``name`` under way?"""
+        return name.lower() in self._running
 
     def is_up(self, name: str) -> bool:
         return any(sa.ready for sa in self.engine.sadb.ipsec_by_name(name))

@@ -15,6 +15,36 @@ This module owns what isakmpd's ``message.c`` (message_recv), ``exchange.c``
   exchanges (one phase 1 per peer at a time; Quick Mode waits for it);
   :meth:`Engine.delete_ipsec_sa` / :meth:`Engine.delete_isakmp_sa` send DELETE and
   remove SAs; :meth:`Engine.shutdown` ends everything.
+* Lifetimes (inventory §3.1, §3.2, §4.9): every ready SA gets a soft expiry at a
+  random 85-95 % of its lifetime in seconds and a hard expiry at 100 % (phase 1
+  without a negotiated lifetime: 28800 s; phase 2 without one: no timers). At soft
+  expiry an SA whose connection is kept up (the connection checker's active list)
+  and that is not REPLACED is renegotiated, otherwise it is marked fading; at hard
+  expiry it is deleted with DELETE. A new SA for the same traffic marks older ones
+  REPLACED. An IPsec SA replaced by one *we* initiated is deleted (with DELETE)
+  ``REPLACED_GRACE`` seconds after the new one is ready, so the peer has time to
+  install the new one first; otherwise the peer deletes it, or its hard expiry
+  does. ISAKMP SAs are never deleted early (their IPsec SAs may still refer to
+  them): a replaced one lives to its hard expiry.
+* NAT traversal around the exchanges (inventory §4.8, RFC 3947 §4, RFC 3948 §2.3):
+  when our NAT-D did not match (we are behind a NAT), a NAT-keepalive (one 0xFF
+  byte, ``ISender.send_keepalive``) goes from our NAT-T port to the peer's every
+  ``[General] NAT-T-Keepalive`` seconds (default 20, values < 1 mean 20), the first
+  one interval after the SA is ready, one stream per pair of endpoints for as long
+  as a ready ISAKMP SA or IPsec SA with that peer exists (only the NATed side sends
+  them). An authenticated message that arrives on the NAT-T port moves its ISAKMP
+  SA there (replies and later exchanges use the peer's address and port as seen on
+  that port, a translated one included); afterwards messages for that SA arriving
+  on the plain port are dropped with one log line. With ``-T`` (``nat_t=False``)
+  nothing arriving on the NAT-T port is accepted.
+* Simultaneous negotiations: two IPsec SAs for the same traffic whose Quick Modes
+  overlapped are twins; as in RFC 7296 §2.8.1, the one whose exchange has the
+  lowest nonce is redundant. Both peers compute the same answer, and only the
+  peer that initiated the redundant one deletes it, so they never delete both.
+  Two ISAKMP SAs from simultaneous phase 1s are both kept (to hard expiry); both
+  peers mark the one with the lower cookie pair replaced, so new phase 2s and the
+  next phase 1 rekey use the same one on both sides. RESPONDER-LIFETIME (RFC 2407 §4.6.3.1) received by an
+  initiator shortens an SA's lifetime and timers, never lengthens them.
 
 Time comes from the injected ``clock`` (IReactorTime), randomness from ``rng``, the
 network from an ISender, the kernel from an IKernel: nothing here touches the global
@@ -23,12 +53,14 @@ reactor or a socket.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from isakmpd.ike import policy
@@ -54,6 +86,10 @@ __all__ = ["Engine"]
 _PHASE1_TYPES = (ExchangeType.ID_PROT, ExchangeType.AGGRESSIVE)
 _FINISHED_KEPT = 16          # finished exchanges remembered per ISAKMP SA (duplicates)
 _ERROR_NOTIFY_MAX = 16383    # RFC 2408 §3.14.1: error types are 1..16383
+DEFAULT_PHASE1_LIFETIME = 28800   # seconds, when phase 1 negotiated none (inventory §3.1)
+SOFT_EXPIRY_PERMILLE = (850, 950)  # soft expiry at a random 85-95 % (sa.c)
+REPLACED_GRACE = 10          # seconds an IPsec SA outlives its successor we initiated
+DEFAULT_NAT_T_KEEPALIVE = 20  # seconds between NAT-keepalives (nat_traversal.c)
 
 
 @implementer(IDatagramHandler)
@@ -80,6 +116,13 @@ class Engine:
         self._phase1_running: dict[str, Exchange] = {}   # peer section (lower) -> exchange
         self.contacted: set[str] = set()                  # peer IPs sent INITIAL-CONTACT
         self.running = True
+        # The connection checker registers itself here (its active list says which
+        # connections are kept up); without one, [Phase 2] Connections is used.
+        self.connection_manager: Any = None
+        self._seq = 0                                     # orders negotiations
+        self._renegotiating: set[str] = set()            # connections (lower) we rekey
+        # NAT-keepalive timers by (our NAT-T endpoint, the peer's NAT-T endpoint).
+        self._keepalives: dict[tuple[Address, Address], Any] = {}
 
     # -- configuration -----------------------------------------------------------
 
@@ -104,6 +147,11 @@ class Engine:
             cookie = self.rng.random_bytes(COOKIE_SIZE)
             if cookie != ZERO_COOKIE:
                 return cookie
+
+    def next_seq(self) -> int:
+        """A number later than every one handed out before (orders SAs in one tick)."""
+        self._seq += 1
+        return self._seq
 
     def new_message_id(self, sa: IsakmpSA) -> int:
         """A random non-zero message ID not in use on ``sa`` (inventory §4.1)."""
@@ -186,10 +234,14 @@ class Engine:
 
     # -- API: starting SAs ---------------------------------------------------------
 
-    def initiate_phase1(self, peer_section: str) -> Deferred[IsakmpSA]:
-        """Negotiate an ISAKMP SA with ``peer_section`` (or reuse a ready one)."""
+    def initiate_phase1(self, peer_section: str, *, force: bool = False,
+                        ) -> Deferred[IsakmpSA]:
+        """Negotiate an ISAKMP SA with ``peer_section`` (or reuse a ready one).
+
+        ``force`` negotiates a new one even when one is ready (phase 1 rekey).
+        """
         ready = self.sadb.isakmp_for_peer(peer_section)
-        if ready is not None:
+        if ready is not None and not force:
             return succeed(ready)
         running = self._phase1_running.get(peer_section.lower())
         if running is not None:
@@ -218,7 +270,8 @@ class Engine:
             or self.source_address(address)
         exchange_type = policy.exchange_type(self.store, peer_section)
         sa = IsakmpSA(self.new_cookie(), ZERO_COOKIE, (local_ip, self.port), (address, port),
-                      True, peer_section, self.now(), exchange_type=exchange_type)
+                      True, peer_section, self.now(), exchange_type=exchange_type,
+                      started_seq=self.next_seq())
         self.sadb.add_isakmp(sa)
         exchange = phase1_class(exchange_type)(self, sa, initiator=True, message_id=0,
                                                 local=sa.local, remote=sa.remote)
@@ -271,8 +324,17 @@ class Engine:
         if ipsec.state is SaState.DEAD:
             return
         for flow in ipsec.flows:
+            # After a rekey the successor installed the same policy (the kernel
+            # replaced it): hand the policy to the newest other SA rather than
+            # deleting the successor's traffic protection.
+            heirs = [f for other in self.sadb.ipsec_sas()
+                     if other is not ipsec and other.state is not SaState.DEAD
+                     for f in other.flows if f.selector() == flow.selector()]
             try:
-                self.kernel.delete_flow(flow)
+                if heirs:
+                    self.kernel.add_flow(heirs[-1])
+                else:
+                    self.kernel.delete_flow(flow)
             except KernelError as error:
                 self.warn("removing flow of {name}: {error}", name=ipsec.name,
                               error=error)
@@ -283,6 +345,8 @@ class Engine:
                 self.warn("removing SA of {name}: {error}", name=ipsec.name, error=error)
         self.sadb.remove_ipsec(ipsec)
         self.log.info("IPsec SA deleted: {sa}", sa=ipsec.describe())
+        if (ipsec.local, ipsec.remote) in self._keepalives:
+            self._update_keepalive(ipsec.local, ipsec.remote)
 
     def delete_isakmp_sa(self, sa: IsakmpSA, *, notify: bool = True) -> None:
         """Remove an ISAKMP SA, telling the peer with DELETE when it is ready."""
@@ -296,6 +360,8 @@ class Engine:
             return
         was_ready = sa.ready
         self.sadb.remove_isakmp(sa)
+        if (sa.local, sa.remote) in self._keepalives:
+            self._update_keepalive(sa.local, sa.remote)
         for key, exchange in list(self._exchanges.items()):
             if key[0] is sa:
                 exchange.abort(f"ISAKMP SA {sa.name} deleted")
@@ -304,15 +370,21 @@ class Engine:
         if was_ready:
             self.log.info("ISAKMP SA deleted: {sa}", sa=sa.describe())
 
-    def initial_contact(self, sa: IsakmpSA) -> None:
-        """INITIAL-CONTACT from ``sa``'s peer: drop every older SA with it (§4.6)."""
+    def initial_contact(self, sa: IsakmpSA, *, later: bool = False) -> None:
+        """INITIAL-CONTACT from ``sa``'s peer: drop every older SA with it (§4.6).
+
+        Older means ready before ``sa``'s negotiation began (a simultaneous phase 1
+        with the same peer is not old state), or, for a notification sent ``later``
+        on a ready SA, ready before now.
+        """
+        before = self.next_seq() if later else sa.started_seq
         for other in self.sadb.isakmp_by_address(sa.remote[0]):
-            if other is not sa and other.ready:
+            if other is not sa and other.ready and other.established_seq < before:
                 self.log.info("INITIAL-CONTACT from {ip}: removing {sa}", ip=sa.remote[0],
                               sa=other.describe())
                 self.remove_isakmp_sa(other)
         for ipsec in self.sadb.ipsec_by_address(sa.remote[0]):
-            if ipsec.ready and ipsec.created <= sa.created:
+            if ipsec.ready and ipsec.established_seq < before:
                 self.log.info("INITIAL-CONTACT from {ip}: removing {sa}", ip=sa.remote[0],
                               sa=ipsec.describe())
                 self.remove_ipsec_sa(ipsec)
@@ -340,6 +412,10 @@ class Engine:
             exchange.abort("shutting down")
         self._exchanges.clear()
         self._finished.clear()
+        for call in self._keepalives.values():
+            if call.active():
+                call.cancel()
+        self._keepalives.clear()
 
     # -- receiving -----------------------------------------------------------------
 
@@ -357,6 +433,10 @@ class Engine:
 
     def _datagram(self, data: bytes, local: Address, remote: Address) -> None:
         if not self.running:
+            return
+        if not self.nat_t and local[1] == self.nat_t_port and self.nat_t_port != self.port:
+            self._bad(remote, "NAT-T is disabled (-T), nothing is accepted on port "
+                      "{nat_t_port}", nat_t_port=self.nat_t_port)
             return
         try:
             header = decode_header(data)
@@ -389,13 +469,41 @@ class Engine:
                                          NotifyType.INVALID_COOKIE, local, remote)
             return
         if sa.nat.floated and local[1] != self.nat_t_port:
-            self._bad(remote, "ISAKMP SA {name} has moved to port {port}", name=sa.name,
-                      port=self.nat_t_port)
+            # RFC 3947 §4: after the move, the plain port is not used for this SA.
+            self._bad(remote, "ISAKMP SA {name} has moved to port {nat_t_port}",
+                      name=sa.name, nat_t_port=self.nat_t_port)
             return
         if header.message_id == 0:
             self._phase1_message(sa, data, header, local, remote)
         else:
             self._phase2_message(sa, data, header, local, remote)
+        self._follow_float(sa, data, local, remote)
+
+    def _follow_float(self, sa: IsakmpSA, data: bytes, local: Address,
+                      remote: Address) -> None:
+        """An accepted message on the NAT-T port moves its SA there (inventory §4.8).
+
+        Accepted means an exchange of the SA took it (it is that exchange's last
+        received message), so a forged datagram with the right cookies cannot move
+        an SA. Replies and new exchanges then go to the address and port the
+        message came from, which is the NAT's translation of the peer's port.
+        """
+        if (sa.nat.floated or not self.nat_t or local[1] != self.nat_t_port
+                or self.nat_t_port == self.port or sa.state is SaState.DEAD):
+            return
+        accepted = any(exchange.sa is sa and exchange.last_received == data
+                       for exchange in self._exchanges_of(sa))
+        if not accepted:
+            return
+        sa.nat.floated = True
+        sa.local, sa.remote = local, remote
+        self.log.info("{sa}: peer {ip} talks on port {port}: moved to the NAT-T port",
+                      sa=sa.describe(), ip=remote[0], port=local[1])
+
+    def _exchanges_of(self, sa: IsakmpSA) -> list[Exchange]:
+        running = [exchange for (owner, _mid), exchange in self._exchanges.items()
+                   if owner is sa]
+        return running + list(self._finished.get(sa, {}).values())
 
     def _adopt_rcookie(self, header: Header, remote: Address) -> IsakmpSA | None:
         """The first reply to our own phase 1 carries the responder cookie (§4.1)."""
@@ -462,7 +570,8 @@ class Engine:
                                          NotifyType.INVALID_EXCHANGE_TYPE, local, remote)
             return
         sa = IsakmpSA(header.icookie, self.new_cookie(), local, remote, False, section,
-                      self.now(), exchange_type=header.exchange_type)
+                      self.now(), exchange_type=header.exchange_type,
+                      started_seq=self.next_seq())
         self.sadb.add_isakmp(sa)
         exchange = phase1_class(header.exchange_type)(self, sa, initiator=False,
                                                       message_id=0, local=local,
@@ -585,8 +694,275 @@ class Engine:
 
     def phase1_established(self, sa: IsakmpSA) -> None:
         sa.state = SaState.READY
+        sa.established = self.now()
+        sa.established_seq = self.next_seq()
+        life = sa.suite.life_seconds if sa.suite is not None else None
+        sa.life_seconds = life if life else DEFAULT_PHASE1_LIFETIME
         self.log.info("ISAKMP SA established: {sa}", sa=sa.describe())
+        self._arm(sa)
+        if sa.nat.we_are_behind:
+            self._update_keepalive(sa.local, sa.remote)
+        for other in self.sadb.isakmp_sas():
+            if (other is sa or not other.ready or other.replaced
+                    or other.name.lower() != sa.name.lower()
+                    or other.remote[0] != sa.remote[0]):
+                continue
+            # A rekey replaces the older SA. Twins from simultaneous phase 1s: both
+            # peers call the one with the lower cookie pair replaced, so both keep
+            # using (and later rekey) the same one.
+            loser = other
+            if other.established_seq >= sa.started_seq and sa.cookies < other.cookies:
+                loser = sa
+            loser.replaced = True
+            self.log.info("{old} replaced by {new}", old=loser.describe(),
+                          new=(sa if loser is other else other).describe())
+            if loser is sa:
+                break
 
     def ipsec_established(self, ipsec: IpsecSA) -> None:
         ipsec.state = SaState.READY
+        ipsec.established_seq = self.next_seq()
         self.log.info("IPsec SA established: {sa}", sa=ipsec.describe())
+        if ipsec.isakmp_sa.nat.we_are_behind:
+            self._update_keepalive(ipsec.local, ipsec.remote)
+        if self.keep_up(ipsec.name):
+            ipsec.stay_alive = True
+            ipsec.isakmp_sa.stay_alive = True
+        self._arm(ipsec)
+        for other in self.sadb.ipsec_sas():
+            if other is ipsec or not other.ready or other.replaced \
+                    or not other.same_traffic(ipsec):
+                continue
+            if other.established_seq < ipsec.started_seq:
+                # A rekey: ``other`` was up before this negotiation began.
+                self._replace(other, ipsec, delete=ipsec.initiator)
+            else:
+                # Twins from simultaneous Quick Modes: the lowest nonce loses.
+                loser = other if min(other.nonces) < min(ipsec.nonces) else ipsec
+                winner = ipsec if loser is other else other
+                self._replace(loser, winner, delete=loser.initiator)
+                if loser is ipsec:
+                    break
+
+    # -- NAT-keepalives (inventory §4.8, RFC 3948 §2.3) ------------------------------
+
+    @property
+    def keepalive_interval(self) -> int:
+        value = self.store.get_num("General", "NAT-T-Keepalive", DEFAULT_NAT_T_KEEPALIVE)
+        return value if value >= 1 else DEFAULT_NAT_T_KEEPALIVE
+
+    def _keepalive_wanted(self, local: Address, remote: Address) -> bool:
+        """Does a ready SA whose side of the NAT is ours use these endpoints?"""
+        if not self.nat_t or not self.running or local[1] != self.nat_t_port:
+            return False
+        for sa in self.sadb.isakmp_by_address(remote[0]):
+            if (sa.ready and sa.nat.we_are_behind and sa.local == local
+                    and sa.remote == remote):
+                return True
+        return any(ipsec.ready and ipsec.isakmp_sa.nat.we_are_behind
+                   and ipsec.local == local and ipsec.remote == remote
+                   for ipsec in self.sadb.ipsec_by_address(remote[0]))
+
+    def _update_keepalive(self, local: Address, remote: Address) -> None:
+        """Start or stop the keepalives between two endpoints as the SAs say."""
+        key = (local, remote)
+        wanted = self._keepalive_wanted(local, remote)
+        call = self._keepalives.get(key)
+        if wanted and call is None:
+            interval = self.keepalive_interval
+            self._keepalives[key] = self.clock.callLater(interval, self._send_keepalive, key)
+            self.log.info("behind a NAT: NAT-keepalives from {lip}:{lport} to {ip}:{port} "
+                          "every {interval} s", lip=local[0], lport=local[1], ip=remote[0],
+                          port=remote[1], interval=interval)
+        elif not wanted and call is not None:
+            del self._keepalives[key]
+            if call.active():
+                call.cancel()
+            self.log.info("NAT-keepalives to {ip}:{port} stopped", ip=remote[0],
+                          port=remote[1])
+
+    def _send_keepalive(self, key: tuple[Address, Address]) -> None:
+        self._keepalives.pop(key, None)
+        local, remote = key
+        if not self._keepalive_wanted(local, remote):
+            return
+        try:
+            self.sender.send_keepalive(local, remote)
+        except Exception as error:  # noqa: BLE001 - a sender must not stop the timer
+            self.warn("sending a NAT-keepalive to {ip}:{port} failed: {error}",
+                      ip=remote[0], port=remote[1], error=error)
+        else:
+            self.log.debug("NAT-keepalive sent to {ip}:{port}", ip=remote[0],
+                           port=remote[1])
+        self._keepalives[key] = self.clock.callLater(self.keepalive_interval,
+                                                     self._send_keepalive, key)
+
+    # -- lifetimes, expiry and rekeying (inventory §3.1, §3.2, §4.9) ------------------
+
+    def keep_up(self, connection: str) -> bool:
+        """Should ``connection`` stay up (is it in the checker's active list)?"""
+        manager = self.connection_manager
+        names = manager.active if manager is not None else \
+            self.store.get_list("Phase 2", "Connections")
+        return connection.lower() in (name.lower() for name in names)
+
+    def _peer_kept_up(self, sa: IsakmpSA) -> bool:
+        """Does an ISAKMP SA carry connections that are kept up?"""
+        if any(ipsec.stay_alive and self.keep_up(ipsec.name)
+               for ipsec in self.sadb.ipsec_for_isakmp(sa)):
+            return True
+        manager = self.connection_manager
+        names = manager.active if manager is not None else \
+            self.store.get_list("Phase 2", "Connections")
+        for name in names:
+            try:
+                if policy.connection_peer(self.store, name).lower() == sa.name.lower():
+                    return True
+            except (policy.NegotiationError, ValueError, KeyError):
+                continue
+        return False
+
+    def _arm(self, sa: IsakmpSA | IpsecSA, *, since: float | None = None) -> None:
+        """(Re)schedule soft and hard expiry of a ready SA from ``since`` (now)."""
+        for purpose in ("soft", "hard"):
+            call = sa.timers.pop(purpose, None)
+            if call is not None and call.active():
+                call.cancel()
+        lifetime = sa.life_seconds
+        if not lifetime or lifetime <= 0:
+            return
+        start = self.now() if since is None else since
+        low, high = SOFT_EXPIRY_PERMILLE
+        soft = lifetime * (low + self.rng.randbelow(high - low + 1)) / 1000
+        elapsed = self.now() - start
+        sa.timers["soft"] = self.clock.callLater(max(0.0, soft - elapsed),
+                                                 self._soft_expired, sa)
+        sa.timers["hard"] = self.clock.callLater(max(0.0, lifetime - elapsed),
+                                                 self._hard_expired, sa)
+
+    def _replace(self, old: IpsecSA, new: IpsecSA, *, delete: bool) -> None:
+        old.replaced = True
+        self.log.info("{old} replaced by {new}", old=old.describe(), new=new.describe())
+        if delete and "replaced" not in old.timers:
+            old.timers["replaced"] = self.clock.callLater(REPLACED_GRACE,
+                                                          self._drop_replaced, old)
+
+    def _drop_replaced(self, ipsec: IpsecSA) -> None:
+        ipsec.timers.pop("replaced", None)
+        if ipsec.state is SaState.DEAD:
+            return
+        self.log.info("deleting replaced {sa}", sa=ipsec.describe())
+        self.delete_ipsec_sa(ipsec)
+
+    def _soft_expired(self, sa: IsakmpSA | IpsecSA) -> None:
+        sa.timers.pop("soft", None)
+        if not sa.ready or not self.running:
+            return
+        if isinstance(sa, IsakmpSA):
+            if not sa.replaced and self._peer_kept_up(sa):
+                self.log.info("soft expiry of {sa}: renegotiating phase 1", sa=sa.describe())
+                self._renegotiate_phase1(sa)
+                return
+        elif not sa.replaced and self.keep_up(sa.name):
+            self.log.info("soft expiry of {sa}: renegotiating", sa=sa.describe())
+            self._renegotiate(sa.name)
+            return
+        sa.fading = True
+        self.log.info("soft expiry of {sa}: fading, not renegotiated", sa=sa.describe())
+
+    def _hard_expired(self, sa: IsakmpSA | IpsecSA) -> None:
+        sa.timers.pop("hard", None)
+        if sa.state is SaState.DEAD:
+            return
+        self.log.info("hard expiry of {sa}: deleting it", sa=sa.describe())
+        if isinstance(sa, IsakmpSA):
+            again = not sa.replaced and self._peer_kept_up(sa)
+            self.delete_isakmp_sa(sa)
+            if again and self.sadb.isakmp_for_peer(sa.name) is None:
+                self._renegotiate_phase1(sa)
+            return
+        again = not sa.replaced and self.keep_up(sa.name)
+        self.delete_ipsec_sa(sa)
+        if again and not any(o.ready for o in self.sadb.ipsec_by_name(sa.name)):
+            self._renegotiate(sa.name)
+
+    def _negotiating(self, connection: str) -> bool:
+        """Is a negotiation we started for ``connection`` under way?"""
+        from isakmpd.ike.quick import QuickMode
+        key = connection.lower()
+        manager = self.connection_manager
+        if key in self._renegotiating or (manager is not None and manager.negotiating(key)):
+            return True
+        return any(isinstance(exchange, QuickMode) and exchange.initiator
+                   and (exchange.connection or "").lower() == key
+                   for exchange in self._exchanges.values())
+
+    def _renegotiate(self, connection: str) -> None:
+        if self._negotiating(connection):
+            return
+        key = connection.lower()
+        self._renegotiating.add(key)
+
+        def done(result: Any) -> None:
+            self._renegotiating.discard(key)
+            if isinstance(result, Failure):
+                self.log.info("renegotiating {name} failed: {error}", name=connection,
+                              error=result.getErrorMessage())
+
+        self.initiate_connection(connection).addBoth(done)
+
+    def _renegotiate_phase1(self, sa: IsakmpSA) -> None:
+        newer = [o for o in self.sadb.isakmp_sas()
+                 if o is not sa and o.ready and not o.replaced
+                 and o.name.lower() == sa.name.lower() and o.remote[0] == sa.remote[0]]
+        if newer:
+            return
+        d = self.initiate_phase1(sa.name, force=True)
+        d.addErrback(lambda failure: self.log.info(
+            "renegotiating phase 1 with {peer} failed: {error}", peer=sa.name,
+            error=failure.getErrorMessage()))
+
+    def shorten_lifetime(self, sa: IsakmpSA | IpsecSA, seconds: int | None,
+                         kilobytes: int | None = None) -> bool:
+        """RESPONDER-LIFETIME: the peer chose shorter lifetimes; never lengthen.
+
+        Returns True when something changed. The timers count from establishment.
+        """
+        changed = False
+        if seconds is not None and seconds > 0 and (sa.life_seconds is None
+                                                    or seconds < sa.life_seconds):
+            sa.life_seconds = seconds
+            changed = True
+        if isinstance(sa, IpsecSA) and kilobytes is not None and kilobytes > 0 and (
+                sa.life_kilobytes is None or kilobytes < sa.life_kilobytes):
+            sa.life_kilobytes = kilobytes
+            changed = True
+        if not changed:
+            return False
+        self.log.info("peer's RESPONDER-LIFETIME shortens {sa} to {seconds} s "
+                      "{kb} KB", sa=sa.describe(), seconds=sa.life_seconds,
+                      kb=getattr(sa, "life_kilobytes", None))
+        if sa.ready:
+            since = sa.established if isinstance(sa, IsakmpSA) else sa.created
+            self._arm(sa, since=since)
+        return True
+
+    def reinstall_lifetimes(self, ipsec: IpsecSA) -> None:
+        """Give an installed IPsec SA's kernel SAs its (shortened) lifetimes.
+
+        IKernel has no update, so each SA is replaced (delete, add): a moment
+        without it, which only a RESPONDER-LIFETIME sent after Quick Mode causes.
+        """
+        updated = []
+        for kernel_sa in ipsec.kernel_sas:
+            new = dataclasses.replace(kernel_sa, life_seconds=ipsec.life_seconds,
+                                      life_kilobytes=ipsec.life_kilobytes)
+            try:
+                self.kernel.delete_sa(kernel_sa.protocol, kernel_sa.spi, kernel_sa.dst)
+                self.kernel.add_sa(new)
+            except KernelError as error:
+                self.warn("updating the lifetime of {name}: {error}", name=ipsec.name,
+                          error=error)
+                continue
+            updated.append(new)
+        ipsec.kernel_sas = updated

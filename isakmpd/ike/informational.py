@@ -16,6 +16,13 @@ informational exchanges (inventory §4.6, RFC 2409 §5.7):
 
 Unprotected notifications (before an ISAKMP SA exists) are sent and read by the
 engine, and never tear anything down.
+
+RESPONDER-LIFETIME (RFC 2407 §4.6.3.1): its data is an attribute list of
+LIFE_TYPE/LIFE_DURATION pairs (IKE attribute numbers 11/12 for an ISAKMP SA, whose
+SPI is the cookie pair; IPsec SA_LIFE_TYPE/SA_LIFE_DURATION 1/2 for an ESP/AH SA,
+whose SPI is the sender's inbound SPI). :func:`lifetime_data` builds it and
+:func:`read_lifetime` reads it; a protected one received here shortens the named SA
+of which we were the initiator (the engine never lengthens a lifetime).
 """
 
 from __future__ import annotations
@@ -26,11 +33,60 @@ from isakmpd.crypto import prf as _prf
 from isakmpd.crypto.ipsec_keys import informational_hash
 from isakmpd.ike.exchange import Exchange, ExchangeError, MessageSpec
 from isakmpd.ike.sa import Address
-from isakmpd.wire.constants import ExchangeType, NotifyType, PayloadType, ProtocolId
+from isakmpd.wire.attributes import Attribute, decode_attributes, encode_attributes
+from isakmpd.wire.constants import (
+    ExchangeType,
+    IkeAttr,
+    IpsecAttr,
+    LifeType,
+    NotifyType,
+    PayloadType,
+    ProtocolId,
+)
+from isakmpd.wire.errors import DecodeError
 from isakmpd.wire.message import Message, encode_payload_chain
 from isakmpd.wire.payloads import DeletePayload, HashPayload, NotifyPayload, Payload
 
-__all__ = ["Informational"]
+__all__ = ["Informational", "lifetime_data", "read_lifetime"]
+
+
+def _life_attrs(protocol: int) -> tuple[int, int]:
+    if protocol == ProtocolId.ISAKMP:
+        return IkeAttr.LIFE_TYPE, IkeAttr.LIFE_DURATION
+    return IpsecAttr.SA_LIFE_TYPE, IpsecAttr.SA_LIFE_DURATION
+
+
+def lifetime_data(protocol: int, seconds: int | None, kilobytes: int | None) -> bytes:
+    """The data of a RESPONDER-LIFETIME notification for an SA of ``protocol``."""
+    type_attr, duration_attr = _life_attrs(protocol)
+    attributes: list[Attribute] = []
+    for life_type, value in ((LifeType.SECONDS, seconds), (LifeType.KILOBYTES, kilobytes)):
+        if value is not None:
+            attributes += [Attribute(type_attr, int(life_type)), Attribute(duration_attr, value)]
+    return encode_attributes(attributes)
+
+
+def read_lifetime(protocol: int, data: bytes) -> tuple[int | None, int | None]:
+    """(seconds, kilobytes) of a RESPONDER-LIFETIME's data. Raises ValueError."""
+    type_attr, duration_attr = _life_attrs(protocol)
+    try:
+        attributes = decode_attributes(data, context="RESPONDER-LIFETIME")
+        seconds = kilobytes = None
+        pending: int | None = None
+        for attribute in attributes:
+            if attribute.type == type_attr:
+                pending = attribute.as_int()
+            elif attribute.type == duration_attr and pending is not None:
+                if pending == LifeType.SECONDS:
+                    seconds = attribute.as_int()
+                elif pending == LifeType.KILOBYTES:
+                    kilobytes = attribute.as_int()
+                pending = None
+    except DecodeError as error:
+        raise ValueError(str(error)) from None
+    if seconds is None and kilobytes is None:
+        raise ValueError("no lifetime in its data")
+    return seconds, kilobytes
 
 
 class Informational(Exchange):
@@ -122,6 +178,31 @@ class Informational(Exchange):
                                  sa=ipsec.describe())
             self.engine.remove_ipsec_sa(ipsec)
 
+    def _responder_lifetime(self, payload: NotifyPayload) -> None:
+        """The peer (responder) shortened the lifetime of an SA we initiated."""
+        engine = self.engine
+        try:
+            seconds, kilobytes = read_lifetime(payload.protocol_id, payload.data)
+        except ValueError as error:
+            engine.log.info("{exchange}: RESPONDER-LIFETIME ignored: {error}",
+                            exchange=self.describe(), error=error)
+            return
+        target: Any = None
+        if payload.protocol_id == ProtocolId.ISAKMP:
+            target = engine.sadb.find_isakmp_by_cookies(payload.spi)
+        elif payload.protocol_id in (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH):
+            peer = self.sa.remote[0]
+            target = (engine.sadb.ipsec_by_peer_spi(payload.protocol_id, payload.spi, peer)
+                      or engine.sadb.ipsec_by_our_spi(payload.protocol_id, payload.spi))
+        if target is None or target.remote[0] != self.sa.remote[0] or not target.initiator:
+            engine.log.info("{exchange}: RESPONDER-LIFETIME for no SA we initiated with this "
+                            "peer ({spi}), ignored", exchange=self.describe(),
+                            spi=payload.spi.hex())
+            return
+        if engine.shorten_lifetime(target, seconds, kilobytes) \
+                and payload.protocol_id != ProtocolId.ISAKMP:
+            engine.reinstall_lifetimes(target)
+
     def _notify(self, payload: NotifyPayload) -> None:
         kind = NotifyType.describe(payload.notify_type)
         if payload.notify_type == NotifyType.INITIAL_CONTACT:
@@ -129,7 +210,10 @@ class Informational(Exchange):
                 self.engine.log.info("{exchange}: INITIAL-CONTACT on an Aggressive Mode SA "
                                      "ignored", exchange=self.describe())
                 return
-            self.engine.initial_contact(self.sa)
+            self.engine.initial_contact(self.sa, later=True)
+            return
+        if payload.notify_type == NotifyType.RESPONDER_LIFETIME:
+            self._responder_lifetime(payload)
             return
         if payload.notify_type == NotifyType.R_U_THERE:
             # RFC 3706 §5: answer with the same sequence number (we send the DPD VID).

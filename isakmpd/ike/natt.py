@@ -16,7 +16,12 @@ This module owns isakmpd's ``nat_traversal.c`` logic without its I/O (inventory 
   reads the received ones: each of our two addresses is looked for among all the
   received hashes, as isakmpd does; no NAT-D at all means no NAT (isakmpd's rule);
 * :func:`encapsulation_for` maps TUNNEL/TRANSPORT to the UDP_ENCAP values when NAT-T
-  is in use (RFC 3947 §5.1), :func:`plain_mode` maps them back.
+  is in use (RFC 3947 §5.1), :func:`plain_mode` maps them back, and
+  :func:`sa_encapsulations` lists the modes an SA payload names (Quick Mode uses it
+  to refuse UDP_ENCAP without a NAT and to see whether transport mode is offered);
+* NAT-OA (RFC 3947 §5.2): :func:`nat_oa_payloads` builds NAT-OAi and NAT-OAr (type 21,
+  or 131 with the drafts), :func:`read_nat_oa` checks the received ones and returns
+  the original addresses.
 
 Pure: no I/O, no Twisted.
 """
@@ -36,20 +41,27 @@ from isakmpd.wire.constants import (
     VID_NAT_T_DRAFT_03,
     VID_NAT_T_RFC3947,
     EncapsulationMode,
+    IpsecAttr,
+    PayloadType,
 )
-from isakmpd.wire.payloads import NatDPayload, VendorPayload
+from isakmpd.wire.payloads import NatDPayload, NatOaPayload, SaPayload, VendorPayload
 
 __all__ = [
     "DRAFT_VIDS",
+    "UDP_ENCAP_MODES",
     "VID_NAT_T_DRAFT_02_NO_NEWLINE",
+    "NatOaError",
     "NatTCapability",
     "check_nat_d",
     "encapsulation_for",
     "nat_d_hash",
     "nat_d_payloads",
+    "nat_oa_payloads",
     "nat_t_vendor_payloads",
     "peer_capabilities",
     "plain_mode",
+    "read_nat_oa",
+    "sa_encapsulations",
 ]
 
 # draft-ietf-ipsec-nat-t-ike-02 without the trailing newline: what the draft text
@@ -172,3 +184,61 @@ def plain_mode(mode: int) -> EncapsulationMode:
     """TUNNEL or TRANSPORT for any of the six ENCAPSULATION_MODE values."""
     member = EncapsulationMode(mode)
     return _TO_PLAIN.get(member, member)
+
+
+UDP_ENCAP_MODES = frozenset(_TO_PLAIN)
+
+
+def sa_encapsulations(sa_payload: SaPayload) -> set[int]:
+    """Every ENCAPSULATION_MODE value named by a transform of ``sa_payload``
+    (absent attributes are not listed; RFC 2407 §4.5 leaves them to the host)."""
+    modes: set[int] = set()
+    for proposal in sa_payload.proposals:
+        for transform in proposal.transforms:
+            attribute = transform.attribute(IpsecAttr.ENCAPSULATION_MODE)
+            if attribute is not None and isinstance(attribute.value, int):
+                modes.add(attribute.value)
+    return modes
+
+
+def nat_oa_payloads(initiator_ip: str, responder_ip: str, *, rfc: bool = True
+                    ) -> list[NatOaPayload]:
+    """NAT-OAi then NAT-OAr (RFC 3947 §5.2): the initiator's and the responder's
+    original addresses as the sender knows them; type 21, or 131 without ``rfc``."""
+    return [NatOaPayload.from_address(_plain_ip(initiator_ip), draft=not rfc),
+            NatOaPayload.from_address(_plain_ip(responder_ip), draft=not rfc)]
+
+
+class NatOaError(ValueError):
+    """Received NAT-OA payloads that cannot be used (PAYLOAD_MALFORMED)."""
+
+
+def read_nat_oa(received: Iterable[NatOaPayload]) -> tuple[str, str] | None:
+    """(initiator's, responder's) original address from the NAT-OA payloads received.
+
+    RFC 3947 §5.2 sends exactly two, NAT-OAi first. The drafts (payload 131) sent
+    only the sender's own original address: one draft payload is accepted and
+    stands for both. None when there are none. The wire decoder has already
+    checked each payload's ID type (IPV4_ADDR or IPV6_ADDR) and length.
+    """
+    payloads = list(received)
+    if not payloads:
+        return None
+    if len(payloads) == 1 and payloads[0].payload_type == PayloadType.NAT_OA_DRAFT:
+        address = _oa_text(payloads[0])
+        return address, address
+    if len(payloads) != 2:
+        raise NatOaError(f"{len(payloads)} NAT-OA payloads, RFC 3947 §5.2 sends two "
+                         "(NAT-OAi and NAT-OAr)")
+    return _oa_text(payloads[0]), _oa_text(payloads[1])
+
+
+def _oa_text(payload: NatOaPayload) -> str:
+    return str(ipaddress.ip_address(bytes(payload.address)))
+
+
+def _plain_ip(ip: str) -> str:
+    address = ipaddress.ip_address(ip)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)

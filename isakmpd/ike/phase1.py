@@ -22,7 +22,9 @@ initiator moves to the NAT-T port for MM5 / AM3, and the responder follows the
 initiator there. INITIAL-CONTACT goes with MM5/MM6 to a peer not contacted since
 start; a received one (Main Mode only, authenticated) removes older SAs with that
 peer. A refusal raises :class:`~isakmpd.ike.exchange.ExchangeError` with the RFC
-2408 notify and one log line naming the peer.
+2408 notify and one log line naming the peer. A responder that cut the initiator's
+lifetime sends RESPONDER-LIFETIME in a protected informational exchange once the
+SA is ready.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from isakmpd.crypto.keys import IvChain, derive_phase1_keys, hash_i, hash_r
 from isakmpd.crypto.prf import CryptoError
 from isakmpd.ike import natt, policy
 from isakmpd.ike.exchange import Exchange, ExchangeError, MessageSpec
+from isakmpd.ike.informational import lifetime_data
 from isakmpd.ike.sa import Address
 from isakmpd.wire.constants import (
     NAT_T_VIDS,
@@ -347,6 +350,16 @@ class Phase1(Exchange):
 
     def finish(self) -> Any:
         self.engine.phase1_established(self.sa)
+        suite = self.sa.suite
+        if not self.initiator and suite.responder_lifetime:
+            # We cut the initiator's lifetime to our maximum: tell it, protected, in
+            # an informational exchange after this one (RFC 2407 §4.6.3.1, the SPI
+            # is the cookie pair).
+            self.engine.send_protected_notify(
+                self.sa, NotifyType.RESPONDER_LIFETIME, protocol=ProtocolId.ISAKMP,
+                spi=self.sa.cookies,
+                data=lifetime_data(ProtocolId.ISAKMP, suite.life_seconds,
+                                   suite.life_kilobytes))
         return self.sa
 
 

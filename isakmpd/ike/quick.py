@@ -19,10 +19,26 @@ the script ends, both directions of every protocol go to ``IKernel.add_sa`` (inb
 with our SPI towards us, outbound with the peer's SPI towards it) and the flows
 (out, in, and fwd in tunnel mode) to ``IKernel.add_flow``, tied by a new reqid. With
 NAT-T the SAs carry the UDP encapsulation ports the ISAKMP SA uses.
+
+NAT-T (RFC 3947 §5): with a NAT detected the modes are the UDP_ENCAP ones; without
+one (or with ``-T``) a peer's UDP_ENCAP mode is refused, offered or answered. In
+transport mode through a NAT both sides send NAT-OAi and NAT-OAr after the IDs, the
+initiator's and the responder's original addresses as the sender knows them (type
+21, or 131 with the drafts); the received ones are checked and kept on the IpsecSA
+(:attr:`IpsecSA.nat_oa`).
+
+RESPONDER-LIFETIME (RFC 2407 §4.6.3.1): when the responder cut a lifetime the
+initiator offered to its own maximum (:attr:`Phase2Suite.responder_lifetime`), QM2
+carries, after the IDs, one notification per protocol with the responder's inbound
+SPI and the SA_LIFE_TYPE/SA_LIFE_DURATION attributes it will use (the reply SA
+echoes the chosen transform as offered). The initiator takes the shorter lifetimes
+before it installs the SAs (its kernel SAs and timers get them); an SPI naming
+either direction is accepted. strongSwan logs and ignores the notification.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 from isakmpd.crypto import dh
@@ -39,6 +55,7 @@ from isakmpd.crypto.ipsec_keys import (
 from isakmpd.crypto.prf import CryptoError
 from isakmpd.ike import ids, natt, policy
 from isakmpd.ike.exchange import Exchange, ExchangeError, MessageSpec
+from isakmpd.ike.informational import lifetime_data, read_lifetime
 from isakmpd.ike.sa import Address, IpsecSA, SpiPair
 from isakmpd.kernel.interface import KernelError, KernelFlow, KernelSA
 from isakmpd.wire.constants import (
@@ -54,7 +71,9 @@ from isakmpd.wire.payloads import (
     HashPayload,
     IdPayload,
     KeyExchangePayload,
+    NatOaPayload,
     NoncePayload,
+    NotifyPayload,
     Payload,
     SaPayload,
 )
@@ -101,6 +120,9 @@ class QuickMode(Exchange):
         self.idci: IdPayload | None = None
         self.idcr: IdPayload | None = None
         self._allocated: list[tuple[ProtocolId, bytes]] = []
+        self._nat_oa: list[Payload] = []                  # NAT-OAi, NAT-OAr we send
+        self.nat_oa_received: tuple[str, str] | None = None
+        self.started_seq = self.engine.next_seq()   # orders it against other SAs
 
     @property
     def store(self) -> Any:
@@ -219,7 +241,45 @@ class QuickMode(Exchange):
             rest.append(KeyExchangePayload(self.dh_pair.public_bytes))
         if self.idci is not None and self.idcr is not None:
             rest.extend([self.idci, self.idcr])
+        rest.extend(self._nat_oa)
         return rest
+
+    # -- NAT-T (RFC 3947 §5) ---------------------------------------------------------------
+
+    def _udp_transport(self) -> bool:
+        """Is the chosen suite UDP-encapsulated transport mode (NAT-OA needed)?"""
+        return self.sa.nat.detected and self.suite is not None and any(
+            natt.plain_mode(c.encapsulation) == EncapsulationMode.TRANSPORT
+            for c in self.suite.protocols)
+
+    def _nat_oa_for(self, initiator_ip: str, responder_ip: str) -> list[Payload]:
+        return list(natt.nat_oa_payloads(initiator_ip, responder_ip, rfc=self.sa.nat.rfc))
+
+    def _take_nat_oa(self, message: Message) -> None:
+        """Check the peer's NAT-OA payloads (RFC 3947 §5.2) and remember them."""
+        received = [p for p in message.payloads if isinstance(p, NatOaPayload)]
+        if not received:
+            return
+        if not self.sa.nat.detected:
+            self.engine.log.info("{exchange}: NAT-OA without a NAT detected, ignored",
+                                 exchange=self.describe())
+            return
+        try:
+            self.nat_oa_received = natt.read_nat_oa(received)
+        except natt.NatOaError as error:
+            raise ExchangeError(NotifyType.PAYLOAD_MALFORMED,
+                                f"{self.describe()}: {error}") from None
+
+    def _check_reply_modes(self, reply: SaPayload) -> None:
+        """RFC 3947 §5.1: UDP_ENCAP modes only when NAT-T found a NAT."""
+        if self.sa.nat.detected:
+            return
+        encap = sorted(natt.sa_encapsulations(reply) & natt.UDP_ENCAP_MODES)
+        if encap:
+            raise ExchangeError(NotifyType.NO_PROPOSAL_CHOSEN,
+                                f"{self.describe()}: peer answered with encapsulation "
+                                f"mode {EncapsulationMode.describe(encap[0])}, but no NAT "
+                                "was detected (RFC 3947 §5.1)")
 
     # -- initiator ---------------------------------------------------------------------
 
@@ -239,6 +299,12 @@ class QuickMode(Exchange):
             raise ExchangeError(None, f"{self.describe()}: {error.message}") from None
         if ids_pair is not None:
             self.idci, self.idcr = ids_pair
+        if nat.detected and natt.sa_encapsulations(self.offer) & {
+                EncapsulationMode.UDP_ENCAP_TRANSPORT,
+                EncapsulationMode.UDP_ENCAP_TRANSPORT_DRAFT}:
+            # Transport mode through a NAT: our own address and the peer's as we
+            # know it (RFC 3947 §5.2).
+            self._nat_oa = self._nat_oa_for(self.sa.local[0], self.sa.remote[0])
         if self.pfs_group is not None:
             try:
                 self.dh_pair = dh.group(self.pfs_group).generate(self.engine.rng)
@@ -256,6 +322,7 @@ class QuickMode(Exchange):
             m.bytes_after(0)), "HASH(2)")
         reply = self._one_sa(message)
         assert self.offer is not None
+        self._check_reply_modes(reply)
         try:
             self.suite = policy.quick_mode_accept(self.offer, reply, self.peer)
         except policy.NegotiationError as error:
@@ -266,6 +333,14 @@ class QuickMode(Exchange):
                                 f"{self.suite.pfs_group}, we offered {self.pfs_group}")
         self.nr_b = self._nonce(message)
         self._pfs_secret(message, self.pfs_group)
+        self._take_nat_oa(message)
+        if self._udp_transport() and self.nat_oa_received is None:
+            self.engine.log.info("{exchange}: transport mode through a NAT but the "
+                                 "responder sent no NAT-OA", exchange=self.describe())
+        for note in message.find(PayloadType.NOTIFY):
+            if isinstance(note, NotifyPayload) \
+                    and note.notify_type == NotifyType.RESPONDER_LIFETIME:
+                self._take_responder_lifetime(note)
         echoed = self._ids(message)
         if (echoed is not None and self.idci is not None and self.idcr is not None
                 and not (ids.ids_match(self.idci, echoed[0])
@@ -275,6 +350,47 @@ class QuickMode(Exchange):
                                 f"{ids.id_string(echoed[0])} / {ids.id_string(echoed[1])}, "
                                 f"we sent {ids.id_string(self.idci)} / "
                                 f"{ids.id_string(self.idcr)}")
+
+    def _take_responder_lifetime(self, note: NotifyPayload) -> None:
+        """Shorten (never lengthen) the chosen protocol's lifetimes before install."""
+        try:
+            seconds, kilobytes = read_lifetime(note.protocol_id, note.data)
+        except ValueError as error:
+            self.engine.log.info("{exchange}: RESPONDER-LIFETIME ignored: {error}",
+                                 exchange=self.describe(), error=error)
+            return
+        choices = list(self.suite.protocols)
+        for index, choice in enumerate(choices):
+            if choice.protocol != note.protocol_id or \
+                    bytes(note.spi) not in (choice.our_spi, choice.peer_spi):
+                continue
+            life_s, life_kb = choice.life_seconds, choice.life_kilobytes
+            if seconds is not None and (life_s is None or seconds < life_s):
+                life_s = seconds
+            if kilobytes is not None and (life_kb is None or kilobytes < life_kb):
+                life_kb = kilobytes
+            if (life_s, life_kb) != (choice.life_seconds, choice.life_kilobytes):
+                self.engine.log.info("{exchange}: peer's RESPONDER-LIFETIME: {protocol} "
+                                     "lifetime {seconds} s {kb} KB",
+                                     exchange=self.describe(), protocol=choice.protocol.label,
+                                     seconds=life_s, kb=life_kb)
+            choices[index] = dataclasses.replace(choice, life_seconds=life_s,
+                                                 life_kilobytes=life_kb)
+            self.suite = dataclasses.replace(self.suite, protocols=tuple(choices))
+            return
+        self.engine.log.info("{exchange}: RESPONDER-LIFETIME for unknown SPI {spi} ignored",
+                             exchange=self.describe(), spi=bytes(note.spi).hex())
+
+    def _responder_lifetimes(self) -> list[Payload]:
+        """Responder: RESPONDER-LIFETIME per protocol when we shortened a lifetime."""
+        if self.suite is None or not self.suite.responder_lifetime:
+            return []
+        return [NotifyPayload(NotifyType.RESPONDER_LIFETIME, choice.protocol,
+                              choice.our_spi,
+                              lifetime_data(choice.protocol, choice.life_seconds,
+                                            choice.life_kilobytes))
+                for choice in self.suite.protocols
+                if choice.life_seconds is not None or choice.life_kilobytes is not None]
 
     def send_qm3(self) -> list[Payload]:
         return [HashPayload(quick_mode_hash3(self._hash_alg(), self._skeyid_a(),
@@ -310,11 +426,18 @@ class QuickMode(Exchange):
             raise self._refuse(error) from None
         self.pfs_group = self.suite.pfs_group
         self._pfs_secret(message, self.pfs_group)
+        self._take_nat_oa(message)
+        if self._udp_transport():
+            if self.nat_oa_received is None:
+                self.engine.log.info("{exchange}: transport mode through a NAT but the "
+                                     "initiator sent no NAT-OA", exchange=self.describe())
+            # Ours back: the initiator's address as we see it, and our own.
+            self._nat_oa = self._nat_oa_for(self.sa.remote[0], self.sa.local[0])
 
     def send_qm2(self) -> list[Payload]:
         assert self.reply_sa is not None
         self.nr_b = self.engine.rng.random_bytes(len(self.ni_b))
-        rest = self._rest(self.reply_sa, self.nr_b)
+        rest = self._rest(self.reply_sa, self.nr_b) + self._responder_lifetimes()
         digest = quick_mode_hash2(self._hash_alg(), self._skeyid_a(), self.message_id,
                                   self.ni_b, encode_payload_chain(rest)[1])
         return [HashPayload(digest), *rest]
@@ -365,7 +488,9 @@ class QuickMode(Exchange):
         reqid = kernel.new_reqid()
         ipsec = IpsecSA(self.connection or "?", self.sa, local, remote, self.initiator,
                         self.engine.now(), suite=self.suite, reqid=reqid,
-                        local_id=local_sel, remote_id=remote_sel)
+                        local_id=local_sel, remote_id=remote_sel,
+                        started_seq=self.started_seq, nonces=(self.ni_b, self.nr_b),
+                        nat_oa=self.nat_oa_received if self._udp_transport() else None)
         pairs: list[SpiPair] = []
         try:
             for choice in self.suite.protocols:

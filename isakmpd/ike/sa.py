@@ -10,8 +10,12 @@ installed in the kernel), and :class:`SaDatabase`, which finds them by cookies, 
 peer, by name and by SPI.
 
 The objects are plain records: exchanges fill them in, the engine adds and removes
-them. Nothing here sends, schedules or touches the kernel. ``repr`` never shows
-key material (the key holders' own ``repr`` hide it).
+them. Nothing here sends, schedules or touches the kernel; the engine keeps each
+ready SA's expiry timers (soft, hard, replaced-grace) in its ``timers`` and the
+database cancels them whenever an SA leaves it, so a removed SA never leaves a
+timer behind. ``replaced`` / ``fading`` are isakmpd's SA_FLAG_REPLACED / FADING
+(inventory §4.9). ``repr`` never shows key material (the key holders' own ``repr``
+hide it).
 """
 
 from __future__ import annotations
@@ -49,6 +53,18 @@ class SaState(enum.Enum):
     DEAD = "dead"
 
 
+class _Timed:
+    """Expiry timers of an SA (IDelayedCalls by purpose), cancelled when it goes."""
+
+    timers: dict[str, Any]
+
+    def cancel_timers(self) -> None:
+        for call in self.timers.values():
+            if call.active():
+                call.cancel()
+        self.timers.clear()
+
+
 @dataclass
 class NatState:
     """NAT traversal facts of one ISAKMP SA (RFC 3947, inventory §4.8)."""
@@ -65,7 +81,7 @@ class NatState:
 
 
 @dataclass(eq=False)
-class IsakmpSA:
+class IsakmpSA(_Timed):
     """One ISAKMP SA (phase 1), ready or being negotiated."""
 
     icookie: bytes
@@ -89,6 +105,15 @@ class IsakmpSA:
     # Message IDs of phase 2 / informational exchanges seen on this SA, so a replayed
     # message of a finished exchange is recognised (bounded, oldest dropped).
     used_message_ids: dict[int, None] = field(default_factory=dict)
+    # Lifetime (inventory §3.1, §4.9): set when the SA becomes ready. The sequence
+    # numbers order negotiations on one engine even within one clock tick.
+    started_seq: int = 0
+    established_seq: int = 0
+    established: float | None = None
+    life_seconds: int | None = None  # what the timers use (28800 when none negotiated)
+    replaced: bool = False            # a newer ready SA with the same peer exists
+    fading: bool = False              # soft-expired and not renegotiated
+    timers: dict[str, Any] = field(default_factory=dict)
 
     MAX_REMEMBERED_IDS = 256
 
@@ -141,7 +166,7 @@ class SpiPair:
 
 
 @dataclass(eq=False)
-class IpsecSA:
+class IpsecSA(_Timed):
     """One IPsec SA bundle (phase 2): every protocol negotiated by one Quick Mode."""
 
     name: str                        # the IPsec-connection section
@@ -161,10 +186,38 @@ class IpsecSA:
     flows: list[Any] = field(default_factory=list)         # KernelFlow records installed
     state: SaState = SaState.NEGOTIATING
     stay_alive: bool = False
+    # Ordering of its Quick Mode against other SAs of the same connection (engine
+    # sequence numbers, so the same clock tick still orders), and the Quick Mode
+    # nonces (Ni_b, Nr_b), which both peers know: they settle simultaneous
+    # negotiations the same way on both sides.
+    started_seq: int = 0
+    established_seq: int = 0
+    nonces: tuple[bytes, bytes] = (b"", b"")
+    replaced: bool = False
+    fading: bool = False
+    timers: dict[str, Any] = field(default_factory=dict)
+    # NAT-T transport mode (RFC 3947 §5.2): the original addresses the peer sent in
+    # NAT-OAi / NAT-OAr, (initiator's, responder's); the kernel needs the peer's one
+    # to fix up TCP/UDP checksums (XFRMA_ENCAP's oa). None when not received.
+    nat_oa: tuple[str, str] | None = None
 
     @property
     def ready(self) -> bool:
         return self.state is SaState.READY
+
+    @property
+    def peer_original_address(self) -> str | None:
+        """The peer's own address before NAT, from its NAT-OA (None if unknown)."""
+        if self.nat_oa is None:
+            return None
+        return self.nat_oa[1] if self.initiator else self.nat_oa[0]
+
+    def same_traffic(self, other: IpsecSA) -> bool:
+        """Same connection, peer and IDs: ``other`` is a predecessor or a twin."""
+        return (self.name.lower() == other.name.lower()
+                and self.remote[0] == other.remote[0]
+                and _id_key(self.local_id) == _id_key(other.local_id)
+                and _id_key(self.remote_id) == _id_key(other.remote_id))
 
     def our_spi(self, protocol: ProtocolId) -> bytes | None:
         for pair in self.spis:
@@ -189,6 +242,13 @@ class IpsecSA:
         return f"<{self.describe()}>"
 
 
+def _id_key(id_payload: IdPayload | None) -> tuple[int, bytes, int, int] | None:
+    if id_payload is None:
+        return None
+    return (int(id_payload.id_type), bytes(id_payload.data), int(id_payload.protocol),
+            int(id_payload.port))
+
+
 class SaDatabase:
     """All SAs of one engine, with the lookups exchanges and the control interface use."""
 
@@ -203,6 +263,7 @@ class SaDatabase:
 
     def remove_isakmp(self, sa: IsakmpSA) -> None:
         sa.state = SaState.DEAD
+        sa.cancel_timers()
         if sa in self._isakmp:
             self._isakmp.remove(sa)
 
@@ -231,10 +292,21 @@ class SaDatabase:
         return self.find_isakmp(cookies[:COOKIE_SIZE], cookies[COOKIE_SIZE:])
 
     def isakmp_for_peer(self, name: str, *, ready_only: bool = True) -> IsakmpSA | None:
-        """The newest (ready) SA of peer section ``name``."""
+        """The newest (ready) SA of peer section ``name``.
+
+        Among ready SAs, one neither replaced by a newer one nor fading is
+        preferred, then the one established last: new phase 2s go on the newest
+        ISAKMP SA.
+        """
         found = [sa for sa in self._isakmp
                  if sa.name.lower() == name.lower() and (sa.ready or not ready_only)]
-        return found[-1] if found else None
+        if not found or not ready_only:
+            return found[-1] if found else None
+        ready = found
+        best = max(range(len(ready)), key=lambda i: (not ready[i].replaced,
+                                                       not ready[i].fading,
+                                                       ready[i].established or 0.0, i))
+        return ready[best]
 
     def isakmp_by_address(self, ip: str) -> list[IsakmpSA]:
         return [sa for sa in self._isakmp if sa.remote[0] == ip]
@@ -246,6 +318,7 @@ class SaDatabase:
 
     def remove_ipsec(self, sa: IpsecSA) -> None:
         sa.state = SaState.DEAD
+        sa.cancel_timers()
         if sa in self._ipsec:
             self._ipsec.remove(sa)
 

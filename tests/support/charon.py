@@ -33,7 +33,9 @@ Gotchas (all handled here; keep them in mind when changing defaults):
   (which still does addresses and routes); Quick Mode then completes.
   libipsec always floats to NAT-T: it makes charon send a random NAT-D
   payload, so both peers switch to UDP 4500 after the first two Main Mode
-  messages and ESP is UDP-encapsulated.
+  messages and ESP is UDP-encapsulated.  On a kernel with ESP (User-mode
+  Linux, :mod:`tests.support.uml`) ``kernel="netlink"`` loads only
+  ``kernel-netlink``: real kernel ESP states, no forced NAT-T, plain port 500.
 * **host-to-host tunnels under libipsec** - when the remote traffic
   selector equals the IKE peer, libipsec by default installs no policy
   (the route via the TUN device would swallow IKE itself).  We set
@@ -97,12 +99,19 @@ class CharonError(RuntimeError):
     """charon or swanctl did not do what was asked within its deadline."""
 
 
-def need_charon() -> str | None:
-    """Return a skip reason if charon/swanctl are missing, else ``None``."""
+def need_charon(kernel: Kernel = "libipsec") -> str | None:
+    """Return a skip reason if charon/swanctl or the *kernel* backend are missing.
+
+    ``kernel="netlink"`` (real kernel ESP, e.g. under User-mode Linux) needs only
+    the ``kernel-netlink`` plugin, which strongswan-charon ships; ``"libipsec"``
+    needs ``kernel-libipsec`` from libcharon-extra-plugins as well.
+    """
     for path in (CHARON, SWANCTL):
         if not os.access(path, os.X_OK):
             return f"{path} not found (strongswan-charon, strongswan-swanctl)"
-    if not (PLUGIN_DIR / "libstrongswan-kernel-libipsec.so").exists():
+    if not (PLUGIN_DIR / "libstrongswan-kernel-netlink.so").exists():
+        return "kernel-netlink plugin not found (strongswan-charon)"
+    if kernel == "libipsec" and not (PLUGIN_DIR / "libstrongswan-kernel-libipsec.so").exists():
         return "kernel-libipsec plugin not found (libcharon-extra-plugins)"
     return None
 

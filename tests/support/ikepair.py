@@ -301,3 +301,45 @@ def kernel_sa_mismatches(one: MemoryKernel, other: MemoryKernel) -> list[str]:
             if getattr(mine, attr) != getattr(theirs, attr):
                 problems.append(f"{key}: {attr} differs")
     return problems
+
+
+LIFETIME_TIMERS = ("_soft_expired", "_hard_expired", "_drop_replaced")
+
+
+#: Timers that live as long as SAs do: lifetimes, and NAT-keepalives behind a NAT.
+SA_TIMERS = (*LIFETIME_TIMERS, "_send_keepalive")
+
+
+def exchange_calls(clock: Clock) -> list:
+    """The clock's pending calls except SA timers (every ready SA has some)."""
+    return [call for call in clock.getDelayedCalls()
+            if getattr(call.func, "__name__", "") not in SA_TIMERS]
+
+
+def keepalive_calls(clock: Clock) -> list:
+    """The clock's pending NAT-keepalive timers."""
+    return [call for call in clock.getDelayedCalls()
+            if getattr(call.func, "__name__", "") == "_send_keepalive"]
+
+
+def lifetime_calls(clock: Clock, sa: object | None = None) -> list:
+    """The clock's pending SA lifetime timers (of ``sa`` only, when given)."""
+    return [call for call in clock.getDelayedCalls()
+            if getattr(call.func, "__name__", "") in LIFETIME_TIMERS
+            and (sa is None or call.args[:1] == (sa,))]
+
+
+def advance(network: Network, seconds: float, step: float = 1.0) -> None:
+    """Move the clock ``seconds`` forward in ``step``s, delivering after each."""
+    network.run(1000)
+    remaining = seconds
+    while remaining > 0:
+        delta = min(step, remaining)
+        network.clock.advance(delta)
+        remaining -= delta
+        network.run(1000)
+
+
+def ready_ipsec(node: Node, name: str = "conn") -> list:
+    """The node's ready IPsec SAs of connection ``name``."""
+    return [sa for sa in node.engine.sadb.ipsec_by_name(name) if sa.ready]

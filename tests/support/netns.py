@@ -159,6 +159,14 @@ class Namespace:
         extra = ["nodad"] if iface.version == 6 else []
         self.ip("addr", "add", str(iface), "dev", dev, *extra)
 
+    def add_default_route(self, via: str) -> None:
+        """Route everything not on a link through the documentation address *via*."""
+        self.ip("route", "add", "default", "via", str(check_address(via).ip))
+
+    def enable_forwarding(self) -> None:
+        """Let this namespace route IPv4 between its links (a router or NAT box)."""
+        self.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+
     def pids(self) -> list[int]:
         """Pids of the processes currently inside this namespace."""
         proc = _run(["ip", "netns", "pids", self.name], check=False)
