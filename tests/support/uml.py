@@ -206,9 +206,16 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tmpfs -o mode=0755 tmpfs /run
-mkdir -p "$R"
+mkdir -p "$R" /run/uml-project
 mount --bind "$HOSTDIR" "$R"
+# A checkout under /tmp (CI clones there) would vanish under the fresh tmpfs:
+# keep it, like the work directory, by binding it back over its own path.
+mount --bind {q(str(PROJECT_ROOT))} /run/uml-project
 mount -t tmpfs -o mode=1777 tmpfs /tmp
+case {q(str(PROJECT_ROOT))} in
+    /tmp/*) mkdir -p {q(str(PROJECT_ROOT))} &&
+        mount --bind /run/uml-project {q(str(PROJECT_ROOT))} ;;
+esac
 case "$HOSTDIR" in
     /tmp/*) mkdir -p "$HOSTDIR" && mount --bind "$R" "$HOSTDIR" ;;
 esac
