@@ -173,7 +173,10 @@ def bench_tunnels(transforms: str, count: int, *, memory: bool = False
     if not memory:
         return meter.cpu / count * 1000.0, wall, 0
     for node_ip in initiator_addresses(count):
+        # Their lifetime timers on the shared clock would keep them alive.
+        network.nodes[node_ip].engine.shutdown(send_deletes=False)
         del network.nodes[node_ip]
+    network.queue.clear()
     # What the test network (not a daemon) keeps: delivered datagrams and log events.
     results.clear()
     network.delivered.clear()
