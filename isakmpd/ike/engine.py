@@ -799,22 +799,23 @@ class Engine:
 
     # -- lifetimes, expiry and rekeying (inventory §3.1, §3.2, §4.9) ------------------
 
+    def _active_connections(self) -> list[str]:
+        """The checker's active list, or [Phase 2] Connections when there is no checker."""
+        manager = self.connection_manager
+        if manager is not None:
+            return list(manager.active)
+        return self.store.get_list("Phase 2", "Connections")
+
     def keep_up(self, connection: str) -> bool:
         """Should ``connection`` stay up (is it in the checker's active list)?"""
-        manager = self.connection_manager
-        names = manager.active if manager is not None else \
-            self.store.get_list("Phase 2", "Connections")
-        return connection.lower() in (name.lower() for name in names)
+        return connection.lower() in (name.lower() for name in self._active_connections())
 
     def _peer_kept_up(self, sa: IsakmpSA) -> bool:
         """Does an ISAKMP SA carry connections that are kept up?"""
         if any(ipsec.stay_alive and self.keep_up(ipsec.name)
                for ipsec in self.sadb.ipsec_for_isakmp(sa)):
             return True
-        manager = self.connection_manager
-        names = manager.active if manager is not None else \
-            self.store.get_list("Phase 2", "Connections")
-        for name in names:
+        for name in self._active_connections():
             try:
                 if policy.connection_peer(self.store, name).lower() == sa.name.lower():
                     return True
