@@ -8,8 +8,12 @@ random NAT-D payload, so both sides float to UDP 4500 after the first Main Mode
 round trip: our daemon listens on 500 and 4500.
 
 A scenario passes when charon's ``swanctl --list-sas`` shows the IKE SA ESTABLISHED
-and the CHILD_SA INSTALLED, and the ESP SPIs charon reports are the ones our daemon
-logged crosswise (our inbound SPI is charon's outbound one and the other way round).
+and the CHILD_SA INSTALLED with the configured algorithms (encryption, key size,
+integrity, DH group, and the Quick Mode PFS group), and the ESP SPIs charon reports
+are the ones our daemon logged crosswise (our inbound SPI is charon's outbound one
+and the other way round).  Scenarios are data: an :class:`Algorithms` (charon's
+proposal strings, our generated transform and suite names, what swanctl reports)
+and who initiates, run by :meth:`StrongSwanInteropTests.negotiate`.
 
 Needs root, ``ip``, ``unshare``, ``mount``, charon, swanctl and the kernel-libipsec
 plugin; skipped with the missing piece named otherwise. Every test removes its
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,72 @@ P1_128 = "AES_CBC-128-HMAC_SHA1_96-MODP_2048"
 P1_256 = "AES_CBC-256-HMAC_SHA2_256_128-MODP_2048"
 ESP_128 = "AES_CBC-128-HMAC_SHA1_96"
 ESP_256 = "AES_CBC-256-HMAC_SHA2_256_128"
+
+
+@dataclass(frozen=True)
+class Algorithms:
+    """One algorithm set of a scenario, as each side writes it and as swanctl shows it.
+
+    *charon_ike* / *charon_esp* / *charon_pfs* are strongSwan proposal strings
+    (:class:`IKEv1Connection` ``proposals``, ``esp_proposals``, ``pfs_group``);
+    *transform* / *suite* our generated isakmpd.conf names (Main Mode transform,
+    Quick Mode suite, :mod:`isakmpd.config.defaults`); *ike* is what ``swanctl
+    --list-sas`` reports for the IKE SA (``ENCR[-KEYSIZE]-INTEG-DH``), *esp* for the
+    CHILD_SA (``ENCR[-KEYSIZE]-INTEG``), *pfs* the CHILD_SA's DH group (``None``: no
+    PFS; our daemon logs the same name after "PFS ").
+    """
+
+    charon_ike: str
+    charon_esp: str
+    charon_pfs: str | None
+    transform: str
+    suite: str
+    ike: str
+    esp: str
+    pfs: str | None = None
+
+    def charon_options(self) -> dict[str, Any]:
+        """:class:`IKEv1Connection` keyword arguments for charon's side."""
+        return {"proposals": self.charon_ike, "esp_proposals": self.charon_esp,
+                "pfs_group": self.charon_pfs}
+
+    def our_options(self) -> dict[str, Any]:
+        """:func:`make_config` keyword arguments for our side."""
+        return {"transforms": self.transform, "suites": self.suite}
+
+
+#: Main Mode AES-128/SHA1/MODP2048, ESP AES-128/SHA1 without PFS (the basic scenario).
+AES128_SHA1 = Algorithms("aes128-sha1-modp2048", "aes128-sha1", None,
+                         "AES-128-SHA-GRP14", "QM-ESP-AES-128-SHA-SUITE", P1_128, ESP_128)
+#: AES-256/SHA2-256/MODP2048 in both phases, Quick Mode PFS group 14.
+AES256_SHA256_PFS = Algorithms("aes256-sha256-modp2048", "aes256-sha256", "modp2048",
+                               "AES-256-SHA2-256-GRP14",
+                               "QM-ESP-AES-256-SHA2-256-PFS-GRP14-SUITE",
+                               P1_256, ESP_256, "MODP_2048")
+#: 3DES/SHA1/MODP1024 (group 2) in phase 1, ESP 3DES/SHA1 without PFS.
+TDES_SHA1_MODP1024 = Algorithms("3des-sha1-modp1024", "3des-sha1", None,
+                                "3DES-SHA-GRP2", "QM-ESP-3DES-SHA-SUITE",
+                                "3DES_CBC-HMAC_SHA1_96-MODP_1024", "3DES_CBC-HMAC_SHA1_96")
+#: ECP-256 (group 19) in phase 1 and as the Quick Mode PFS group.
+ECP256_PFS = Algorithms("aes128-sha1-ecp256", "aes128-sha1", "ecp256",
+                        "AES-128-SHA-GRP19", "QM-ESP-AES-128-SHA-PFS-GRP19-SUITE",
+                        "AES_CBC-128-HMAC_SHA1_96-ECP_256", ESP_128, "ECP_256")
+#: AES-128/SHA2-256 with MODP2048 in phase 1 and PFS MODP1024: the "-PFS" suite
+#: without a group part means group 2, a group other than phase 1's.
+AES128_SHA256_PFS_MODP1024 = Algorithms("aes128-sha256-modp2048", "aes128-sha256", "modp1024",
+                                        "AES-128-SHA2-256-GRP14",
+                                        "QM-ESP-AES-128-SHA2-256-PFS-SUITE",
+                                        "AES_CBC-128-HMAC_SHA2_256_128-MODP_2048",
+                                        "AES_CBC-128-HMAC_SHA2_256_128", "MODP_1024")
+
+
+def swanctl_algorithms(sa: dict[str, Any], *, dh: bool) -> str:
+    """``ENCR[-KEYSIZE]-INTEG[-DH]`` of a ``--list-sas`` IKE SA or CHILD_SA.
+
+    3DES has no ``encr-keysize``; a CHILD_SA's ``dh-group`` (PFS) is checked apart.
+    """
+    keys = ("encr-alg", "encr-keysize", "integ-alg", *(("dh-group",) if dh else ()))
+    return "-".join(str(sa[key]) for key in keys if sa.get(key))
 
 #: Deadline for one negotiation (both phases), in seconds.
 NEGOTIATION_TIMEOUT = 12.0
@@ -158,13 +229,12 @@ class StrongSwanInteropTests(SynchronousTestCase):
                                child_rekey_time="1200s", **options)
 
     def assert_same_sas(self, charon: Charon, daemon: OurDaemon, conn: IKEv1Connection, *,
-                        charon_initiated: bool, ike_suite: str, esp: str,
-                        pfs: str | None = None) -> None:
+                        charon_initiated: bool, algorithms: Algorithms) -> None:
         """charon's IKE SA and CHILD_SA are up with the SPIs our daemon logged.
 
-        *ike_suite* is charon's ``ENCR-KEYSIZE-INTEG-DH`` for the IKE SA, *esp*
-        its ``ENCR-KEYSIZE-INTEG`` for the CHILD_SA, *pfs* the Quick Mode DH group
-        charon reports (``None``: no PFS).
+        Both SAs use *algorithms* as swanctl reports them (``algorithms.pfs``: the
+        Quick Mode DH group, ``None`` for no PFS), and our daemon logged the same PFS
+        decision.
         """
         def charon_log() -> str:
             return "--- charon log ---\n" + charon.read_log()
@@ -178,100 +248,99 @@ class StrongSwanInteropTests(SynchronousTestCase):
         self.assertEqual(ike.get("version"), "1")
         self.assertEqual(ike.get("initiator") == "yes", charon_initiated)
         self.assertEqual((ike.get("remote-host"), ike.get("remote-port")), (OURS, "4500"))
-        self.assertEqual(f"{ike.get('encr-alg')}-{ike.get('encr-keysize')}-"
-                         f"{ike.get('integ-alg')}-{ike.get('dh-group')}", ike_suite)
+        self.assertEqual(swanctl_algorithms(ike, dh=True), algorithms.ike)
         self.assertEqual(child.get("state"), "INSTALLED")
         self.assertEqual(child.get("protocol"), "ESP")
         self.assertEqual(child.get("mode"), "TUNNEL")
         self.assertEqual(child.get("encap"), "yes")
         self.assertEqual(child.get("local-ts"), [CHARON_NET])
         self.assertEqual(child.get("remote-ts"), [OUR_NET])
-        self.assertEqual(f"{child.get('encr-alg')}-{child.get('encr-keysize')}-"
-                         f"{child.get('integ-alg')}", esp)
-        self.assertEqual(child.get("dh-group"), pfs)
+        self.assertEqual(swanctl_algorithms(child, dh=False), algorithms.esp)
+        self.assertEqual(child.get("dh-group"), algorithms.pfs)
         ours = daemon.wait_for(_ESTABLISHED, describe=charon_log)
         our_in, our_out = ours.group(1), ours.group(2)
         self.assertEqual((our_in, our_out), (child.get("spi-out"), child.get("spi-in")),
                          f"our SPIs vs charon's:\n{daemon.log()}\n{charon_log()}")
         isakmp = daemon.wait_for(r"ISAKMP SA established: .* (initiator|responder) ready")
         self.assertEqual(isakmp.group(1), "responder" if charon_initiated else "initiator")
-        self.assertIn("PFS MODP_2048" if pfs else "no PFS", ours.group(0))
+        self.assertIn(f"PFS {algorithms.pfs} " if algorithms.pfs else "no PFS", ours.group(0))
         mode = "Aggressive Mode" if conn.aggressive else "Main Mode"
         self.assertIn(f"{mode} IKE_SA", charon.read_log())
+
+    def negotiate(self, algorithms: Algorithms, *, charon_initiates: bool,
+                  aggressive: bool = False) -> tuple[Charon, OurDaemon, IKEv1Connection]:
+        """One scenario: both sides configured with *algorithms*, one of them initiating.
+
+        When charon initiates, our daemon is passive (``-S``) and started first;
+        otherwise charon waits and our [Phase 2] Connections brings the tunnel up.
+        Returns after :meth:`assert_same_sas` passed.
+        """
+        conn = self.charon_connection(aggressive=aggressive, **algorithms.charon_options())
+        ours = {"mode": "AGGRESSIVE"} if aggressive else {}
+        if charon_initiates:
+            daemon = self.start_ours(passive=True, **ours, **algorithms.our_options())
+            charon = self.start_charon(conn)
+            initiate(charon, conn)
+        else:
+            charon = self.start_charon(conn)
+            daemon = self.start_ours(passive=False, **ours, **algorithms.our_options())
+        self.assert_same_sas(charon, daemon, conn, charon_initiated=charon_initiates,
+                             algorithms=algorithms)
+        return charon, daemon, conn
 
     # -- scenarios ------------------------------------------------------------------
 
     def test_charon_initiates_main_mode(self) -> None:
         """charon initiates Main Mode (AES-128/SHA1/MODP2048), ESP AES-128/SHA1; we respond."""
-        conn = self.charon_connection()
-        daemon = self.start_ours(passive=True, transforms="AES-128-SHA-GRP14",
-                                 suites="QM-ESP-AES-128-SHA-SUITE")
-        charon = self.start_charon(conn)
-        initiate(charon, conn)
-        self.assert_same_sas(charon, daemon, conn, charon_initiated=True,
-                             ike_suite=P1_128, esp=ESP_128)
+        self.negotiate(AES128_SHA1, charon_initiates=True)
 
     def test_we_initiate_main_mode(self) -> None:
         """We initiate ([Phase 2] Connections) Main Mode and Quick Mode; charon responds."""
-        conn = self.charon_connection()
-        charon = self.start_charon(conn)
-        daemon = self.start_ours(passive=False, transforms="AES-128-SHA-GRP14",
-                                 suites="QM-ESP-AES-128-SHA-SUITE")
-        self.assert_same_sas(charon, daemon, conn, charon_initiated=False,
-                             ike_suite=P1_128, esp=ESP_128)
+        self.negotiate(AES128_SHA1, charon_initiates=False)
 
     def test_charon_initiates_pfs_aes256_sha256(self) -> None:
         """charon initiates with AES-256/SHA2-256/MODP2048 and Quick Mode PFS group 14."""
-        conn = self.charon_connection(proposals="aes256-sha256-modp2048",
-                                      esp_proposals="aes256-sha256", pfs_group="modp2048")
-        daemon = self.start_ours(passive=True, transforms="AES-256-SHA2-256-GRP14",
-                                 suites="QM-ESP-AES-256-SHA2-256-PFS-GRP14-SUITE")
-        charon = self.start_charon(conn)
-        initiate(charon, conn)
-        self.assert_same_sas(charon, daemon, conn, charon_initiated=True,
-                             ike_suite=P1_256, esp=ESP_256, pfs="MODP_2048")
+        self.negotiate(AES256_SHA256_PFS, charon_initiates=True)
 
     def test_we_initiate_pfs_aes256_sha256(self) -> None:
         """We initiate with AES-256/SHA2-256/MODP2048 and Quick Mode PFS group 14."""
-        conn = self.charon_connection(proposals="aes256-sha256-modp2048",
-                                      esp_proposals="aes256-sha256", pfs_group="modp2048")
-        charon = self.start_charon(conn)
-        daemon = self.start_ours(passive=False, transforms="AES-256-SHA2-256-GRP14",
-                                 suites="QM-ESP-AES-256-SHA2-256-PFS-GRP14-SUITE")
-        self.assert_same_sas(charon, daemon, conn, charon_initiated=False,
-                             ike_suite=P1_256, esp=ESP_256, pfs="MODP_2048")
+        self.negotiate(AES256_SHA256_PFS, charon_initiates=False)
+
+    def test_charon_initiates_3des_modp1024(self) -> None:
+        """charon initiates 3DES/SHA1/MODP1024 (3DES-SHA-GRP2), ESP 3DES/SHA1 without PFS."""
+        self.negotiate(TDES_SHA1_MODP1024, charon_initiates=True)
+
+    def test_we_initiate_3des_modp1024(self) -> None:
+        """We initiate 3DES/SHA1/MODP1024, ESP 3DES/SHA1 (QM-ESP-3DES-SHA-SUITE)."""
+        self.negotiate(TDES_SHA1_MODP1024, charon_initiates=False)
+
+    def test_charon_initiates_ecp256_pfs_ecp256(self) -> None:
+        """charon initiates with ECP-256 (group 19) in Main Mode and as Quick Mode PFS."""
+        self.negotiate(ECP256_PFS, charon_initiates=True)
+
+    def test_we_initiate_ecp256_pfs_ecp256(self) -> None:
+        """We initiate with ECP-256 (AES-128-SHA-GRP19, QM-ESP-AES-128-SHA-PFS-GRP19-SUITE)."""
+        self.negotiate(ECP256_PFS, charon_initiates=False)
+
+    def test_charon_initiates_sha256_pfs_modp1024(self) -> None:
+        """charon initiates AES-128/SHA2-256, phase 1 MODP2048, Quick Mode PFS MODP1024."""
+        self.negotiate(AES128_SHA256_PFS_MODP1024, charon_initiates=True)
+
+    def test_we_initiate_sha256_pfs_modp1024(self) -> None:
+        """We initiate with QM-ESP-AES-128-SHA2-256-PFS-SUITE: "-PFS" alone is MODP1024."""
+        self.negotiate(AES128_SHA256_PFS_MODP1024, charon_initiates=False)
 
     def test_charon_initiates_aggressive_mode(self) -> None:
         """charon initiates Aggressive Mode with a pre-shared key; we respond."""
-        conn = self.charon_connection(aggressive=True)
-        daemon = self.start_ours(passive=True, mode="AGGRESSIVE",
-                                 transforms="AES-128-SHA-GRP14",
-                                 suites="QM-ESP-AES-128-SHA-SUITE")
-        charon = self.start_charon(conn)
-        initiate(charon, conn)
-        self.assert_same_sas(charon, daemon, conn, charon_initiated=True,
-                             ike_suite=P1_128, esp=ESP_128)
+        self.negotiate(AES128_SHA1, charon_initiates=True, aggressive=True)
 
     def test_we_initiate_aggressive_mode(self) -> None:
         """We initiate Aggressive Mode with a pre-shared key; charon responds."""
-        conn = self.charon_connection(aggressive=True)
-        charon = self.start_charon(conn)
-        daemon = self.start_ours(passive=False, mode="AGGRESSIVE",
-                                 transforms="AES-128-SHA-GRP14",
-                                 suites="QM-ESP-AES-128-SHA-SUITE")
-        self.assert_same_sas(charon, daemon, conn, charon_initiated=False,
-                             ike_suite=P1_128, esp=ESP_128)
+        self.negotiate(AES128_SHA1, charon_initiates=False, aggressive=True)
 
     def established_by_charon(self) -> tuple[Charon, OurDaemon, IKEv1Connection]:
         """The basic scenario (charon initiates Main Mode), checked, for the DELETE tests."""
-        conn = self.charon_connection()
-        daemon = self.start_ours(passive=True, transforms="AES-128-SHA-GRP14",
-                                 suites="QM-ESP-AES-128-SHA-SUITE")
-        charon = self.start_charon(conn)
-        initiate(charon, conn)
-        self.assert_same_sas(charon, daemon, conn, charon_initiated=True,
-                             ike_suite=P1_128, esp=ESP_128)
-        return charon, daemon, conn
+        return self.negotiate(AES128_SHA1, charon_initiates=True)
 
     def test_charon_deletes(self) -> None:
         """charon terminates the IKE SA: we log its IPsec SA and ISAKMP SA deleted."""

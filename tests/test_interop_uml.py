@@ -11,11 +11,18 @@ protecting 203.0.113.0/25).  The guest records what it saw (charon's
 charon's namespace) in ``scenarios.json`` in the host directory; the host-side
 tests below check the record, one test per scenario, all from the same boot.
 
-A scenario passes when charon shows the IKE SA ESTABLISHED on plain port 500
-(kernel-netlink does not force NAT-T, so nobody floats to 4500) and the CHILD_SA
-INSTALLED, ESP in tunnel mode without UDP encapsulation, with the SPIs our daemon
-logged crosswise, and charon's kernel holds exactly those two ESP states.  Our
-side installs nothing (``-n``); traffic through the tunnel is not checked here.
+Each scenario is a :class:`Case` in :data:`SCENARIOS` (who initiates, the
+algorithm set shared with tests/test_interop_strongswan.py, Main or Aggressive
+Mode, tunnel or transport mode, whether our daemon then deletes); the guest
+configures both sides from it and the host-side test checks the record against
+the same case.  A scenario passes when charon shows the IKE SA ESTABLISHED on
+plain port 500 (kernel-netlink does not force NAT-T, so nobody floats to 4500)
+with the case's algorithms and exchange, and the CHILD_SA INSTALLED, ESP in the
+case's mode without UDP encapsulation, with the SPIs our daemon logged crosswise,
+and charon's kernel holds exactly those two ESP states in that mode.  In the
+DELETE scenario our daemon is then stopped (SIGTERM, it sends DELETEs) and charon's
+SAs and kernel ESP states must be gone within the negotiation deadline.  Our side
+installs nothing (``-n``); traffic through the tunnel is not checked here.
 
 Needs root, user-mode-linux, kmod, charon and swanctl; skipped with the missing
 piece named otherwise.
@@ -30,8 +37,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +54,20 @@ from tests.support.uml import (
     parse_xfrm_states,
     result_dir,
     run_in_uml,
+    xfrm_states,
 )
-from tests.test_interop_strongswan import _ESTABLISHED, ISAKMPD, OurDaemon, initiate
+from tests.test_interop_strongswan import (
+    _DELETED,
+    _ESTABLISHED,
+    AES128_SHA1,
+    AES256_SHA256_PFS,
+    ISAKMPD,
+    TDES_SHA1_MODP1024,
+    Algorithms,
+    OurDaemon,
+    initiate,
+    swanctl_algorithms,
+)
 
 OURS = "192.0.2.1"
 CHARON_IP = "192.0.2.2"
@@ -62,35 +80,101 @@ REPORT = "scenarios.json"
 
 #: Deadline for one negotiation (both phases) in the guest, in seconds.
 NEGOTIATION_TIMEOUT = 15.0
-#: Deadline for the whole boot, in seconds (a boot takes about 3 s, the
-#: scenarios a few seconds each).
-BOOT_TIMEOUT = 90.0
+#: Deadline for the whole boot, in seconds (a boot takes about 3 s, each of the
+#: scenarios about 4 s; the guest prints every scenario's seconds).
+BOOT_TIMEOUT = 120.0
 
-P1_128 = "AES_CBC-128-HMAC_SHA1_96-MODP_2048"
-ESP_128 = "AES_CBC-128-HMAC_SHA1_96"
+
+# -- the scenarios: what each side is configured with, and what the host then expects -------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One scenario of the boot.
+
+    *charon_initiates*: charon initiates (``swanctl --initiate``) and our daemon is
+    passive (``-S``); otherwise charon waits and our [Phase 2] Connections brings
+    the tunnel up. *algorithms* are both sides' suites and what swanctl reports
+    for them; *aggressive* uses Aggressive Mode; *transport* a transport-mode
+    CHILD_SA between the two hosts (charon ``mode = transport`` with ``dynamic``
+    traffic selectors, our ``QM-ESP-TRP-...`` suite with IPV4_ADDR host IDs).
+    *delete_by_us*: after the record, our daemon is stopped with SIGTERM (it
+    sends DELETEs) and the guest records whether charon's SAs and its kernel's ESP
+    states went away.
+    """
+
+    charon_initiates: bool
+    algorithms: Algorithms = AES128_SHA1
+    aggressive: bool = False
+    transport: bool = False
+    delete_by_us: bool = False
+
+    @property
+    def our_suite(self) -> str:
+        """Our Quick Mode suite: the transport-mode twin (``QM-ESP-TRP-``) if needed."""
+        suite = self.algorithms.suite
+        return suite.replace("QM-ESP-", "QM-ESP-TRP-", 1) if self.transport else suite
+
+    @property
+    def charon_ts(self) -> tuple[str, str]:
+        """charon's (local, remote) traffic selector as swanctl will report them."""
+        if self.transport:
+            return f"{CHARON_IP}/32", f"{OURS}/32"
+        return CHARON_NET, OUR_NET
+
+    def charon_connection(self) -> IKEv1Connection:
+        """charon's side of the scenario, lifetimes within our accepted ranges."""
+        options: dict[str, Any] = dict(self.algorithms.charon_options(),
+                                       aggressive=self.aggressive)
+        if self.transport:
+            options.update(mode="transport", local_ts="dynamic", remote_ts="dynamic")
+        else:
+            options.update(local_ts=CHARON_NET, remote_ts=OUR_NET)
+        return IKEv1Connection(CHARON_IP, OURS, psk=PSK, rekey_time="3600s",
+                               child_rekey_time="1200s", **options)
+
+    def our_config(self) -> str:
+        """Our isakmpd.conf for the scenario (:func:`make_config`)."""
+        options: dict[str, Any] = {"transforms": self.algorithms.transform,
+                                   "suites": self.our_suite}
+        if self.aggressive:
+            options["mode"] = "AGGRESSIVE"
+        if self.transport:
+            options.update(local_net=f"{OURS}/32", remote_net=f"{CHARON_IP}/32",
+                           id_type="IPV4_ADDR")
+        else:
+            options.update(local_net=OUR_NET, remote_net=CHARON_NET)
+        return make_config(local=OURS, peer=CHARON_IP, psk=PSK, **options)
+
+
+SCENARIOS: dict[str, Case] = {
+    "charon_initiates": Case(charon_initiates=True),
+    "we_initiate": Case(charon_initiates=False, delete_by_us=True),
+    "charon_initiates_transport": Case(charon_initiates=True, transport=True),
+    "we_initiate_transport": Case(charon_initiates=False, transport=True),
+    "charon_initiates_aggressive_pfs": Case(charon_initiates=True, aggressive=True,
+                                            algorithms=AES256_SHA256_PFS),
+    "we_initiate_3des_modp1024": Case(charon_initiates=False,
+                                      algorithms=TDES_SHA1_MODP1024),
+}
 
 
 # -- guest side: run the scenarios, record what was seen --------------------------------
 
 
-def charon_connection(**options: Any) -> IKEv1Connection:
-    """charon's side of the tunnel, lifetimes within our accepted ranges."""
-    return IKEv1Connection(CHARON_IP, OURS, psk=PSK, local_ts=CHARON_NET, remote_ts=OUR_NET,
-                           rekey_time="3600s", child_rekey_time="1200s", **options)
-
-
 class Scenario:
     """One pair of fresh namespaces with charon (kernel-netlink) and our daemon."""
 
-    def __init__(self, name: str, tmp: Path) -> None:
+    def __init__(self, name: str, case: Case, tmp: Path) -> None:
         self.name = name
+        self.case = case
         self.tmp = tmp / name
         self.tmp.mkdir()
         self.topology = Topology("uml")
         self.ch, self.us = linked_pair(self.topology, ("ch", f"{CHARON_IP}/24"),
                                        ("us", f"{OURS}/24"))
         self.ch.add_address("lo", CHARON_GATEWAY_ADDRESS)
-        self.conn = charon_connection()
+        self.conn = case.charon_connection()
         self.charon: Charon | None = None
         self.daemon: OurDaemon | None = None
 
@@ -102,12 +186,26 @@ class Scenario:
         return self.charon
 
     def start_ours(self, *, passive: bool) -> OurDaemon:
-        text = make_config(local=OURS, peer=CHARON_IP, local_net=OUR_NET,
-                           remote_net=CHARON_NET, psk=PSK, transforms="AES-128-SHA-GRP14",
-                           suites="QM-ESP-AES-128-SHA-SUITE")
-        self.daemon = OurDaemon(self.us, self.tmp, text, passive=passive)
-        self.daemon.wait_for("isakmpd listening on", timeout=20.0)
+        """Start our daemon; :meth:`wait_listening` waits until it is up."""
+        self.daemon = OurDaemon(self.us, self.tmp, self.case.our_config(), passive=passive)
         return self.daemon
+
+    def wait_listening(self) -> None:
+        assert self.daemon is not None
+        self.daemon.wait_for("isakmpd listening on", timeout=20.0)
+
+    def run(self) -> None:
+        """Start both sides; the initiator last (charon via ``swanctl --initiate``)."""
+        if self.case.charon_initiates:
+            # Our passive daemon starts (Python in the guest: ~2 s) while charon does.
+            self.start_ours(passive=True)
+            charon = self.start_charon()
+            self.wait_listening()
+            initiate(charon, self.conn)
+        else:
+            self.start_charon()
+            self.start_ours(passive=False)
+            self.wait_listening()
 
     def record(self) -> dict[str, Any]:
         """Wait for both sides, then collect charon's SAs, our SPIs and the kernel's."""
@@ -117,13 +215,37 @@ class Scenario:
         ours = daemon.wait_for(_ESTABLISHED, describe=charon.read_log)
         role = daemon.wait_for(r"ISAKMP SA established: .* (initiator|responder) ready")
         xfrm_text = self.ch.run(["ip", "-s", "xfrm", "state"]).stdout
+        charon_log = charon.read_log()
+        exchange = next((mode for mode in ("Main Mode", "Aggressive Mode")
+                         if f"{mode} IKE_SA" in charon_log), None)
         return {
             "ike": ike, "child": child,
             "ours": {"in": ours.group(1), "out": ours.group(2), "line": ours.group(0)},
             "our_role": role.group(1),
-            "main_mode": "Main Mode IKE_SA" in charon.read_log(),
+            "exchange": exchange,
             "xfrm": [asdict(state) for state in parse_xfrm_states(xfrm_text)],
             "xfrm_text": xfrm_text,
+        }
+
+    def delete_by_us(self) -> dict[str, Any]:
+        """SIGTERM our daemon; poll until charon has no SA and its kernel no ESP state."""
+        assert self.charon is not None and self.daemon is not None
+        started = time.monotonic()
+        self.daemon.stop()
+        deadline = started + NEGOTIATION_TIMEOUT
+        while True:
+            sas = self.charon.sas()
+            states = xfrm_states(self.ch)
+            if (not sas and not states) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        return {
+            "our_status": self.daemon.proc.returncode,
+            "our_deleted": [m.groups() for m in _DELETED.finditer(self.daemon.log())],
+            "charon_sas": sas,
+            "xfrm": [asdict(state) for state in states],
+            "charon_got_delete": "received DELETE for IKE_SA" in self.charon.read_log(),
+            "seconds": round(time.monotonic() - started, 1),
         }
 
     def close(self) -> dict[str, str]:
@@ -139,36 +261,20 @@ class Scenario:
         return logs
 
 
-def charon_initiates(scenario: Scenario) -> None:
-    """We respond (-S: passive); charon initiates Main Mode and Quick Mode."""
-    scenario.start_ours(passive=True)
-    initiate(scenario.start_charon(), scenario.conn)
-
-
-def we_initiate(scenario: Scenario) -> None:
-    """charon waits; our [Phase 2] Connections brings the tunnel up."""
-    scenario.start_charon()
-    scenario.start_ours(passive=False)
-
-
-SCENARIOS: dict[str, Callable[[Scenario], None]] = {
-    "charon_initiates": charon_initiates,
-    "we_initiate": we_initiate,
-}
-
-
 def guest_main() -> int:
     """Run every scenario in the guest; write :data:`REPORT` into the host directory."""
     report: dict[str, Any] = {}
     tmp = Path(tempfile.mkdtemp(prefix="iop-"))  # the guest's tmpfs: unix sockets work
-    for name, setup in SCENARIOS.items():
+    for name, case in SCENARIOS.items():
         started = time.monotonic()
         entry: dict[str, Any] = {"error": None}
         scenario = None
         try:
-            scenario = Scenario(name, tmp)
-            setup(scenario)
+            scenario = Scenario(name, case, tmp)
+            scenario.run()
             entry.update(scenario.record())
+            if case.delete_by_us:
+                entry["after_delete"] = scenario.delete_by_us()
         except Exception:  # noqa: BLE001 - recorded for the host-side test to report
             entry["error"] = traceback.format_exc()
         finally:
@@ -223,48 +329,91 @@ class CharonKernelNetlinkInUmlTests(SynchronousTestCase):
                       f"--- charon log ---\n{entry.get('charon_log')}")
         return entry
 
-    def assert_real_esp(self, entry: dict[str, Any], *, charon_initiated: bool) -> None:
-        """Both SAs up on port 500, SPIs as we logged them, both in charon's kernel."""
+    def assert_real_esp(self, name: str) -> dict[str, Any]:
+        """Scenario *name* is up on port 500 as its :class:`Case` says; return its record.
+
+        charon's IKE SA and CHILD_SA use the case's algorithms, exchange and mode, the
+        SPIs are the ones we logged (crosswise), and charon's kernel holds exactly
+        those two plain (not UDP-encapsulated) ESP states in the case's mode.
+        """
+        case = SCENARIOS[name]
+        entry = self.scenario(name)
+        algorithms: Algorithms = case.algorithms
         logs = f"--- isakmpd log ---\n{entry['our_log']}\n--- charon log ---\n" \
                f"{entry['charon_log']}"
         ike, child, ours = entry["ike"], entry["child"], entry["ours"]
         self.assertEqual(ike.get("state"), "ESTABLISHED", logs)
         self.assertEqual(ike.get("version"), "1")
-        self.assertEqual(ike.get("initiator") == "yes", charon_initiated)
-        self.assertTrue(entry["main_mode"], logs)
+        self.assertEqual(ike.get("initiator") == "yes", case.charon_initiates)
+        self.assertEqual(entry["exchange"],
+                         "Aggressive Mode" if case.aggressive else "Main Mode", logs)
         # kernel-netlink does not force NAT-T: no float, IKE stays on port 500.
         self.assertEqual((ike.get("local-host"), ike.get("local-port")), (CHARON_IP, "500"))
         self.assertEqual((ike.get("remote-host"), ike.get("remote-port")), (OURS, "500"))
         self.assertNotEqual(ike.get("nat-any"), "yes")
-        self.assertEqual(f"{ike.get('encr-alg')}-{ike.get('encr-keysize')}-"
-                         f"{ike.get('integ-alg')}-{ike.get('dh-group')}", P1_128)
+        self.assertEqual(swanctl_algorithms(ike, dh=True), algorithms.ike)
         self.assertEqual(child.get("state"), "INSTALLED", logs)
         self.assertEqual(child.get("protocol"), "ESP")
-        self.assertEqual(child.get("mode"), "TUNNEL")
+        mode = "transport" if case.transport else "tunnel"
+        self.assertEqual(child.get("mode"), mode.upper())
         self.assertNotEqual(child.get("encap"), "yes")
-        self.assertEqual(child.get("local-ts"), [CHARON_NET])
-        self.assertEqual(child.get("remote-ts"), [OUR_NET])
-        self.assertEqual(f"{child.get('encr-alg')}-{child.get('encr-keysize')}-"
-                         f"{child.get('integ-alg')}", ESP_128)
+        local_ts, remote_ts = case.charon_ts
+        self.assertEqual(child.get("local-ts"), [local_ts])
+        self.assertEqual(child.get("remote-ts"), [remote_ts])
+        self.assertEqual(swanctl_algorithms(child, dh=False), algorithms.esp)
+        self.assertEqual(child.get("dh-group"), algorithms.pfs)
         self.assertEqual((ours["in"], ours["out"]), (child.get("spi-out"), child.get("spi-in")),
                          logs)
-        self.assertEqual(entry["our_role"], "responder" if charon_initiated else "initiator")
+        self.assertIn(f" {mode.upper()} ", ours["line"])
+        self.assertIn(f"PFS {algorithms.pfs} " if algorithms.pfs else "no PFS", ours["line"])
+        self.assertEqual(entry["our_role"],
+                         "responder" if case.charon_initiates else "initiator")
         # charon's kernel holds the pair: inbound (to charon) with charon's SPI,
-        # outbound with ours; plain ESP in tunnel mode.
+        # outbound with ours; plain ESP.
         states = {(s["src"], s["dst"], s["proto"], s["spi"], s["mode"], s["encap"])
                   for s in entry["xfrm"]}
         self.assertEqual(states, {
-            (OURS, CHARON_IP, "esp", child.get("spi-in"), "tunnel", None),
-            (CHARON_IP, OURS, "esp", child.get("spi-out"), "tunnel", None),
+            (OURS, CHARON_IP, "esp", child.get("spi-in"), mode, None),
+            (CHARON_IP, OURS, "esp", child.get("spi-out"), mode, None),
         }, entry["xfrm_text"])
+        return entry
 
     def test_charon_initiates_main_mode(self) -> None:
         """charon initiates Main Mode + Quick Mode (ESP AES-128/SHA1) to us; real ESP SAs."""
-        self.assert_real_esp(self.scenario("charon_initiates"), charon_initiated=True)
+        self.assert_real_esp("charon_initiates")
 
     def test_we_initiate_main_mode(self) -> None:
         """We initiate Main Mode + Quick Mode to charon; real ESP SAs in charon's kernel."""
-        self.assert_real_esp(self.scenario("we_initiate"), charon_initiated=False)
+        self.assert_real_esp("we_initiate")
+
+    def test_charon_initiates_transport_mode(self) -> None:
+        """charon initiates a transport-mode CHILD_SA; we answer with QM-ESP-TRP-...-SUITE."""
+        self.assert_real_esp("charon_initiates_transport")
+
+    def test_we_initiate_transport_mode(self) -> None:
+        """We initiate transport mode with IPV4_ADDR host IDs; transport ESP in the kernel."""
+        self.assert_real_esp("we_initiate_transport")
+
+    def test_charon_initiates_aggressive_mode_pfs(self) -> None:
+        """charon initiates Aggressive Mode, AES-256/SHA2-256, Quick Mode PFS MODP2048."""
+        self.assert_real_esp("charon_initiates_aggressive_pfs")
+
+    def test_we_initiate_3des_modp1024(self) -> None:
+        """We initiate 3DES/SHA1/MODP1024, ESP 3DES/SHA1: a second real-kernel ESP set."""
+        self.assert_real_esp("we_initiate_3des_modp1024")
+
+    def test_we_delete_on_shutdown(self) -> None:
+        """Our daemon stops (SIGTERM): charon drops its SAs and its kernel's ESP states."""
+        entry = self.assert_real_esp("we_initiate")
+        after = entry["after_delete"]
+        logs = f"--- isakmpd log ---\n{entry['our_log']}\n--- charon log ---\n" \
+               f"{entry['charon_log']}"
+        self.assertEqual(after["our_status"], 0, logs)
+        self.assertEqual(after["our_deleted"], [[entry["ours"]["in"], entry["ours"]["out"]]],
+                         logs)
+        self.assertTrue(after["charon_got_delete"], logs)
+        self.assertEqual(after["charon_sas"], {}, logs)
+        self.assertEqual(after["xfrm"], [], logs)
 
 
 class UmlHarnessTests(SynchronousTestCase):

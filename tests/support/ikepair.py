@@ -207,14 +207,24 @@ def make_config(*, local: str, peer: str, local_net: str, remote_net: str,
                 transforms: str = "AES-128-SHA-GRP19",
                 suites: str = "QM-ESP-AES-128-SHA-PFS-GRP19-SUITE",
                 retransmits: int = 3, max_time: int = 120, peer_ip_for_phase1: str | None = None,
-                extra_peer: str = "", extra: str = "") -> str:
-    """The isakmpd.conf of one gateway with one connection to its peer."""
+                extra_peer: str = "", extra: str = "", id_type: str = "IPV4_ADDR_SUBNET") -> str:
+    """The isakmpd.conf of one gateway with one connection to its peer.
+
+    ``id_type="IPV4_ADDR"`` makes the connection's Local-ID and Remote-ID host IDs
+    (``Address=`` the address part of ``local_net`` / ``remote_net``), e.g. for a
+    transport-mode suite between the two gateways themselves.
+    """
     lnet, lbits = local_net.split("/")
     rnet, rbits = remote_net.split("/")
 
     def mask(bits: str) -> str:
         value = (0xffffffff << (32 - int(bits))) & 0xffffffff
         return ".".join(str((value >> s) & 0xff) for s in (24, 16, 8, 0))
+
+    def id_section(net: str, bits: str) -> str:
+        if id_type == "IPV4_ADDR_SUBNET":
+            return f"ID-type=\t\t{id_type}\nNetwork=\t\t{net}\nNetmask=\t\t{mask(bits)}"
+        return f"ID-type=\t\t{id_type}\nAddress=\t\t{net}"
 
     return f"""[General]
 Retransmits=		{retransmits}
@@ -251,14 +261,10 @@ EXCHANGE_TYPE=		QUICK_MODE
 Suites=			{suites}
 
 [local-net]
-ID-type=		IPV4_ADDR_SUBNET
-Network=		{lnet}
-Netmask=		{mask(lbits)}
+{id_section(lnet, lbits)}
 
 [remote-net]
-ID-type=		IPV4_ADDR_SUBNET
-Network=		{rnet}
-Netmask=		{mask(rbits)}
+{id_section(rnet, rbits)}
 {extra}"""
 
 
