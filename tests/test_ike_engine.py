@@ -102,6 +102,38 @@ class SaDatabaseTests(SynchronousTestCase):
         self.db.remove_isakmp(self.one)
         self.assertEqual(self.db.isakmp_sas(), [self.two])
         self.db.remove_isakmp(self.one)      # twice is harmless
+        # Gone from every index, not only from the lists.
+        self.assertIsNone(self.db.find_isakmp(b"i" * 8, b"r" * 8))
+        self.assertEqual(self.db.isakmp_by_peer("peer-east", EAST), [])
+        self.assertEqual(self.db.ipsec_by_peer("conn", EAST), [])
+        self.assertEqual(self.db.ipsec_for_isakmp(self.one), [])
+        self.assertEqual(self.db.ipsec_by_name("conn"), [])
+
+    def test_peer_index_follows_moves(self) -> None:
+        """A road warrior's SAs share a section name; the index also keys the address."""
+        self.assertEqual(self.db.isakmp_by_peer("PEER-east", EAST), [self.one])
+        self.assertEqual(self.db.isakmp_by_peer("peer-east", "192.0.2.9"), [])
+        self.assertEqual(self.db.ipsec_by_peer("Conn", EAST), [self.ipsec])
+        self.db.move_isakmp(self.one, (WEST, 4500), ("203.0.113.7", 4501))
+        self.assertEqual((self.one.local, self.one.remote), ((WEST, 4500), ("203.0.113.7", 4501)))
+        self.assertEqual(self.db.isakmp_by_peer("peer-east", EAST), [])
+        self.assertEqual(self.db.isakmp_by_peer("peer-east", "203.0.113.7"), [self.one])
+        # A port-only move (the float) keeps the entry.
+        self.db.move_isakmp(self.one, (WEST, 4500), ("203.0.113.7", 4500))
+        self.assertEqual(self.db.isakmp_by_peer("peer-east", "203.0.113.7"), [self.one])
+        self.db.remove_isakmp(self.one)
+        self.assertEqual(self.db.isakmp_by_peer("peer-east", "203.0.113.7"), [])
+
+    def test_same_cookie_from_two_peers(self) -> None:
+        """Peers choose initiator cookies: two may collide; both SAs stay findable."""
+        twin = IsakmpSA(b"i" * 8, b"s" * 8, (WEST, 500), ("192.0.2.9", 500), False,
+                        "Default-phase-1", 3.0)
+        self.db.add_isakmp(twin)
+        self.assertIs(self.db.find_isakmp(b"i" * 8, b"r" * 8), self.one)
+        self.assertIs(self.db.find_isakmp(b"i" * 8, b"s" * 8), twin)
+        self.assertIs(self.db.find_isakmp_by_icookie(b"i" * 8, initiator=False), twin)
+        self.db.remove_isakmp(self.one)
+        self.assertIs(self.db.find_isakmp_by_icookie(b"i" * 8), twin)
 
     def test_message_ids_are_bounded(self) -> None:
         for mid in range(1, 300):

@@ -327,7 +327,7 @@ class Engine:
             # After a rekey the successor installed the same policy (the kernel
             # replaced it): hand the policy to the newest other SA rather than
             # deleting the successor's traffic protection.
-            heirs = [f for other in self.sadb.ipsec_sas()
+            heirs = [f for other in self.sadb.ipsec_by_peer(ipsec.name, ipsec.remote[0])
                      if other is not ipsec and other.state is not SaState.DEAD
                      for f in other.flows if f.selector() == flow.selector()]
             try:
@@ -496,7 +496,7 @@ class Engine:
         if not accepted:
             return
         sa.nat.floated = True
-        sa.local, sa.remote = local, remote
+        self.sadb.move_isakmp(sa, local, remote)
         self.log.info("{sa}: peer {ip} talks on port {port}: moved to the NAT-T port",
                       sa=sa.describe(), ip=remote[0], port=local[1])
 
@@ -702,10 +702,8 @@ class Engine:
         self._arm(sa)
         if sa.nat.we_are_behind:
             self._update_keepalive(sa.local, sa.remote)
-        for other in self.sadb.isakmp_sas():
-            if (other is sa or not other.ready or other.replaced
-                    or other.name.lower() != sa.name.lower()
-                    or other.remote[0] != sa.remote[0]):
+        for other in self.sadb.isakmp_by_peer(sa.name, sa.remote[0]):
+            if other is sa or not other.ready or other.replaced:
                 continue
             # A rekey replaces the older SA. Twins from simultaneous phase 1s: both
             # peers call the one with the lower cookie pair replaced, so both keep
@@ -729,7 +727,7 @@ class Engine:
             ipsec.stay_alive = True
             ipsec.isakmp_sa.stay_alive = True
         self._arm(ipsec)
-        for other in self.sadb.ipsec_sas():
+        for other in self.sadb.ipsec_by_peer(ipsec.name, ipsec.remote[0]):
             if other is ipsec or not other.ready or other.replaced \
                     or not other.same_traffic(ipsec):
                 continue
@@ -913,9 +911,8 @@ class Engine:
         self.initiate_connection(connection).addBoth(done)
 
     def _renegotiate_phase1(self, sa: IsakmpSA) -> None:
-        newer = [o for o in self.sadb.isakmp_sas()
-                 if o is not sa and o.ready and not o.replaced
-                 and o.name.lower() == sa.name.lower() and o.remote[0] == sa.remote[0]]
+        newer = [o for o in self.sadb.isakmp_by_peer(sa.name, sa.remote[0])
+                 if o is not sa and o.ready and not o.replaced]
         if newer:
             return
         d = self.initiate_phase1(sa.name, force=True)

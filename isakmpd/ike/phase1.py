@@ -214,14 +214,14 @@ class Phase1(Exchange):
         remote_port = port if self.remote[1] == self.engine.port else self.remote[1]
         self.local = (self.local[0], port)
         self.remote = (self.remote[0], remote_port)
-        self.sa.local, self.sa.remote = self.local, self.remote
+        self.engine.sadb.move_isakmp(self.sa, self.local, self.remote)
         nat.floated = True
 
     def note_float(self, local: Address, remote: Address) -> None:
         """Responder: an authenticated message on the NAT-T port moves the SA there."""
         if local[1] == self.engine.nat_t_port:
             self.sa.nat.floated = True
-        self.sa.local, self.sa.remote = local, remote
+        self.engine.sadb.move_isakmp(self.sa, local, remote)
 
     # -- KE, NONCE, keys -------------------------------------------------------------
 

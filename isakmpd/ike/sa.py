@@ -250,38 +250,74 @@ def _id_key(id_payload: IdPayload | None) -> tuple[int, bytes, int, int] | None:
 
 
 class SaDatabase:
-    """All SAs of one engine, with the lookups exchanges and the control interface use."""
+    """All SAs of one engine, with the lookups exchanges and the control interface use.
+
+    Every message looks its ISAKMP SA up by cookies and every new SA looks for the
+    SAs it replaces, so those lookups go through indexes (by initiator cookie, by
+    peer or connection name, by carrying ISAKMP SA) rather than scans: a gateway
+    with thousands of peers must not pay per message for the others (and a
+    road-warrior gateway has thousands of SAs under one section name, so SAs are
+    also indexed by name and peer address). An ISAKMP SA's endpoints change only
+    through :meth:`move_isakmp`, which keeps the index right; lookups by SPI,
+    which are set late and rare (DELETE), scan.
+    """
 
     def __init__(self) -> None:
-        self._isakmp: list[IsakmpSA] = []
-        self._ipsec: list[IpsecSA] = []
+        # Insertion-ordered sets: oldest first, O(1) removal.
+        self._isakmp: dict[IsakmpSA, None] = {}
+        self._by_icookie: dict[bytes, list[IsakmpSA]] = {}
+        self._isakmp_by_name: dict[str, list[IsakmpSA]] = {}
+        self._isakmp_by_peer: dict[tuple[str, str], list[IsakmpSA]] = {}
+        self._ipsec: dict[IpsecSA, None] = {}
+        self._ipsec_by_name: dict[str, list[IpsecSA]] = {}
+        self._ipsec_by_peer: dict[tuple[str, str], list[IpsecSA]] = {}
+        self._ipsec_by_isakmp: dict[IsakmpSA, list[IpsecSA]] = {}
 
     # -- ISAKMP SAs -------------------------------------------------------------
 
     def add_isakmp(self, sa: IsakmpSA) -> None:
-        self._isakmp.append(sa)
+        if sa in self._isakmp:
+            return
+        self._isakmp[sa] = None
+        self._by_icookie.setdefault(sa.icookie, []).append(sa)
+        self._isakmp_by_name.setdefault(sa.name.lower(), []).append(sa)
+        self._isakmp_by_peer.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
+
+    def move_isakmp(self, sa: IsakmpSA, local: Address, remote: Address) -> None:
+        """Give ``sa`` new endpoints (the float to the NAT-T port, a NAT rebinding)."""
+        if sa in self._isakmp and remote[0] != sa.remote[0]:
+            _unindex(self._isakmp_by_peer, (sa.name.lower(), sa.remote[0]), sa)
+            self._isakmp_by_peer.setdefault((sa.name.lower(), remote[0]), []).append(sa)
+        sa.local, sa.remote = local, remote
 
     def remove_isakmp(self, sa: IsakmpSA) -> None:
         sa.state = SaState.DEAD
         sa.cancel_timers()
-        if sa in self._isakmp:
-            self._isakmp.remove(sa)
+        if sa not in self._isakmp:
+            return
+        del self._isakmp[sa]
+        _unindex(self._by_icookie, sa.icookie, sa)
+        _unindex(self._isakmp_by_name, sa.name.lower(), sa)
+        _unindex(self._isakmp_by_peer, (sa.name.lower(), sa.remote[0]), sa)
 
     def isakmp_sas(self) -> list[IsakmpSA]:
         return list(self._isakmp)
 
+    def isakmp_count(self) -> int:
+        return len(self._isakmp)
+
     def find_isakmp(self, icookie: bytes, rcookie: bytes) -> IsakmpSA | None:
         """The SA with exactly these cookies."""
-        for sa in self._isakmp:
-            if sa.icookie == icookie and sa.rcookie == rcookie:
+        for sa in self._by_icookie.get(icookie, ()):
+            if sa.rcookie == rcookie:
                 return sa
         return None
 
     def find_isakmp_by_icookie(self, icookie: bytes, *, initiator: bool | None = None,
                                ) -> IsakmpSA | None:
         """The SA whose initiator cookie is ``icookie`` (optionally of our role)."""
-        for sa in self._isakmp:
-            if sa.icookie == icookie and (initiator is None or sa.initiator == initiator):
+        for sa in self._by_icookie.get(icookie, ()):
+            if initiator is None or sa.initiator == initiator:
                 return sa
         return None
 
@@ -291,6 +327,10 @@ class SaDatabase:
             return None
         return self.find_isakmp(cookies[:COOKIE_SIZE], cookies[COOKIE_SIZE:])
 
+    def isakmp_by_peer(self, name: str, ip: str) -> list[IsakmpSA]:
+        """The SAs of peer section ``name`` with the peer at ``ip``, oldest first."""
+        return list(self._isakmp_by_peer.get((name.lower(), ip), ()))
+
     def isakmp_for_peer(self, name: str, *, ready_only: bool = True) -> IsakmpSA | None:
         """The newest (ready) SA of peer section ``name``.
 
@@ -298,8 +338,8 @@ class SaDatabase:
         preferred, then the one established last: new phase 2s go on the newest
         ISAKMP SA.
         """
-        found = [sa for sa in self._isakmp
-                 if sa.name.lower() == name.lower() and (sa.ready or not ready_only)]
+        found = [sa for sa in self._isakmp_by_name.get(name.lower(), ())
+                 if sa.ready or not ready_only]
         if not found or not ready_only:
             return found[-1] if found else None
         ready = found
@@ -314,19 +354,35 @@ class SaDatabase:
     # -- IPsec SAs --------------------------------------------------------------
 
     def add_ipsec(self, sa: IpsecSA) -> None:
-        self._ipsec.append(sa)
+        if sa in self._ipsec:
+            return
+        self._ipsec[sa] = None
+        self._ipsec_by_name.setdefault(sa.name.lower(), []).append(sa)
+        self._ipsec_by_peer.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
+        self._ipsec_by_isakmp.setdefault(sa.isakmp_sa, []).append(sa)
 
     def remove_ipsec(self, sa: IpsecSA) -> None:
         sa.state = SaState.DEAD
         sa.cancel_timers()
-        if sa in self._ipsec:
-            self._ipsec.remove(sa)
+        if sa not in self._ipsec:
+            return
+        del self._ipsec[sa]
+        _unindex(self._ipsec_by_name, sa.name.lower(), sa)
+        _unindex(self._ipsec_by_peer, (sa.name.lower(), sa.remote[0]), sa)
+        _unindex(self._ipsec_by_isakmp, sa.isakmp_sa, sa)
 
     def ipsec_sas(self) -> list[IpsecSA]:
         return list(self._ipsec)
 
+    def ipsec_count(self) -> int:
+        return len(self._ipsec)
+
     def ipsec_by_name(self, name: str) -> list[IpsecSA]:
-        return [sa for sa in self._ipsec if sa.name.lower() == name.lower()]
+        return list(self._ipsec_by_name.get(name.lower(), ()))
+
+    def ipsec_by_peer(self, name: str, ip: str) -> list[IpsecSA]:
+        """The SAs of connection ``name`` with the peer at ``ip``, oldest first."""
+        return list(self._ipsec_by_peer.get((name.lower(), ip), ()))
 
     def ipsec_by_our_spi(self, protocol: int, spi: bytes) -> IpsecSA | None:
         """The SA whose inbound SPI for ``protocol`` is ``spi``."""
@@ -347,7 +403,20 @@ class SaDatabase:
         return None
 
     def ipsec_for_isakmp(self, isakmp: IsakmpSA) -> list[IpsecSA]:
-        return [sa for sa in self._ipsec if sa.isakmp_sa is isakmp]
+        return list(self._ipsec_by_isakmp.get(isakmp, ()))
 
     def ipsec_by_address(self, ip: str) -> list[IpsecSA]:
         return [sa for sa in self._ipsec if sa.remote[0] == ip]
+
+
+def _unindex(index: dict[Any, list[Any]], key: Any, sa: Any) -> None:
+    """Take ``sa`` out of ``index[key]``, dropping the key with its last SA."""
+    members = index.get(key)
+    if members is None:
+        return
+    try:
+        members.remove(sa)
+    except ValueError:
+        return
+    if not members:
+        del index[key]

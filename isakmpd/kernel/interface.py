@@ -142,6 +142,9 @@ class KernelFlow:
             text += f" {self.tunnel_src} -> {self.tunnel_dst}"
         return text + f" reqid {self.reqid}"
 
+    def __str__(self) -> str:
+        return self.describe()
+
 
 class IKernel(zope.interface.Interface):
     """Install and remove IPsec SAs and flows; every call is synchronous."""

@@ -77,7 +77,9 @@ class MemoryKernel:
     def __init__(self, rng: RandomSource) -> None:
         self._rng = rng
         self.sas: dict[SaKey, KernelSA] = {}
-        self.flows: list[KernelFlow] = []
+        # Keyed by selector: a real kernel finds a policy by its selector in a
+        # hash table, and a list scan would make the -n daemon quadratic.
+        self._flows: dict[tuple[str, str, int, int, int, str], KernelFlow] = {}
         self.reserved: set[SaKey] = set()    # allocated SPIs with no SA yet
         self._last_reqid = 0
 
@@ -129,6 +131,11 @@ class MemoryKernel:
 
     # -- flows ------------------------------------------------------------
 
+    @property
+    def flows(self) -> list[KernelFlow]:
+        """The flows installed, oldest first."""
+        return list(self._flows.values())
+
     def _check_flow(self, flow: KernelFlow) -> None:
         if flow.direction not in _DIRECTIONS:
             raise KernelError(f"flow direction must be one of {', '.join(_DIRECTIONS)}, "
@@ -148,29 +155,19 @@ class MemoryKernel:
             _address(flow.tunnel_src, "tunnel source")
             _address(flow.tunnel_dst, "tunnel destination")
 
-    def _find_flow(self, flow: KernelFlow) -> int | None:
-        wanted = flow.selector()
-        for index, existing in enumerate(self.flows):
-            if existing.selector() == wanted:
-                return index
-        return None
-
     def add_flow(self, flow: KernelFlow) -> None:
         self._check_flow(flow)
-        index = self._find_flow(flow)
-        if index is None:
-            self.flows.append(flow)
-            self.log.debug("installed flow {flow}", flow=flow.describe())
-        else:
-            self.flows[index] = flow
-            self.log.debug("replaced flow {flow}", flow=flow.describe())
+        selector = flow.selector()
+        replaced = selector in self._flows
+        self._flows[selector] = flow
+        self.log.debug("{what} flow {flow}", what="replaced" if replaced else "installed",
+                       flow=flow)
 
     def delete_flow(self, flow: KernelFlow) -> None:
-        index = self._find_flow(flow)
-        if index is None:
+        removed = self._flows.pop(flow.selector(), None)
+        if removed is None:
             raise KernelError(f"no flow {flow.describe()}")
-        removed = self.flows.pop(index)
-        self.log.debug("deleted flow {flow}", flow=removed.describe())
+        self.log.debug("deleted flow {flow}", flow=removed)
 
     def new_reqid(self) -> int:
         self._last_reqid += 1
