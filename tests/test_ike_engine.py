@@ -46,7 +46,11 @@ from isakmpd.wire.payloads import (
 )
 from tests.support.ikepair import (
     EAST,
+    EAST6,
+    EAST6_NET,
     WEST,
+    WEST6,
+    WEST6_NET,
     Datagram,
     collect,
     decode,
@@ -283,6 +287,22 @@ class RetransmissionTests(SynchronousTestCase):
         west.engine.datagram_received(forged, (WEST, 500), ATTACKER)
         [sa] = west.engine.sadb.isakmp_sas()
         self.assertEqual(sa.rcookie, ZERO_COOKIE)
+
+    def test_peer_address_canonicalised(self) -> None:
+        # Address/Local-address as written in isakmpd.conf need not be canonical;
+        # the reply comes from the canonical address and must adopt the rcookie.
+        network, west, _east = make_pair(
+            west={"id_type": "IPV6_ADDR_SUBNET"}, east={"id_type": "IPV6_ADDR_SUBNET"},
+            west_ip=WEST6, east_ip=EAST6, west_net=WEST6_NET, east_net=EAST6_NET)
+        west.engine.store.set("peer", "Address", "2001:0DB8:0::2", force=True)
+        west.engine.store.set("peer", "Local-address", "2001:DB8::0001", force=True)
+        box = collect(west.engine.initiate_phase1("peer"))
+        [sa] = west.engine.sadb.isakmp_sas()
+        self.assertEqual((sa.local, sa.remote), ((WEST6, 500), (EAST6, 500)))
+        self.assertEqual(network.queue[0].dst, (EAST6, 500))
+        network.run()
+        self.assertIsInstance(box[0], IsakmpSA, west.log_text())
+        self.assertNotEqual(sa.rcookie, ZERO_COOKIE)
 
     def test_unknown_peer_section(self) -> None:
         network, west, _east = make_pair()

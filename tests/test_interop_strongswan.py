@@ -46,6 +46,12 @@ OUR_NET = "203.0.113.0/25"
 CHARON_NET = "203.0.113.128/25"
 #: An address of charon's own subnet, on its loopback device.
 CHARON_GATEWAY_ADDRESS = "203.0.113.129/32"
+#: The IPv6 variant (:meth:`StrongSwanInteropTests.use_ipv6`).
+OURS6 = "2001:db8::1"
+CHARON6 = "2001:db8::2"
+OUR6_NET = "2001:db8:1::/64"
+CHARON6_NET = "2001:db8:2::/64"
+CHARON6_GATEWAY_ADDRESS = "2001:db8:2::1/128"
 PSK = "interop secret shared with charon"
 ISAKMPD = Path(sys.executable).with_name("isakmpd")
 
@@ -133,13 +139,14 @@ _DELETED = re.compile(r"IPsec SA deleted: " + _SPIS)
 class OurDaemon:
     """Our ``isakmpd`` in namespace *ns*, logging to a file; stopped by :meth:`stop`."""
 
-    def __init__(self, ns: Namespace, workdir: Path, config: str, *, passive: bool) -> None:
+    def __init__(self, ns: Namespace, workdir: Path, config: str, *, passive: bool,
+                 family: str = "-4") -> None:
         self.config_path = workdir / "isakmpd.conf"
         fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(config)
         self.log_path = workdir / "isakmpd.log"
-        args = [str(ISAKMPD), "-n", "-4", "-c", str(self.config_path), "-p", "500",
+        args = [str(ISAKMPD), "-n", family, "-c", str(self.config_path), "-p", "500",
                 "-N", "4500"]
         if passive:
             args.append("-S")
@@ -182,6 +189,11 @@ class OurDaemon:
 class StrongSwanInteropTests(SynchronousTestCase):
     """Our daemon against charon (IKEv1, PSK), each scenario a fresh pair of namespaces."""
 
+    #: The scenario's addresses, networks, ID type and our daemon's family flag;
+    #: :meth:`use_ipv6` switches one test to the IPv6 set.
+    ours, charon_ip, our_net, charon_net = OURS, CHARON_IP, OUR_NET, CHARON_NET
+    id_type, family_flag = "IPV4_ADDR_SUBNET", "-4"
+
     def setUp(self) -> None:
         reason = need_root_and_tools("unshare", "mount") or need_charon()
         if reason:
@@ -213,9 +225,10 @@ class StrongSwanInteropTests(SynchronousTestCase):
 
     def start_ours(self, *, passive: bool, **config: Any) -> OurDaemon:
         """Start our daemon (*config*: :func:`make_config` options) and wait until it listens."""
-        text = make_config(local=OURS, peer=CHARON_IP, local_net=OUR_NET,
-                           remote_net=CHARON_NET, psk=PSK, **config)
-        daemon = OurDaemon(self.us, self.tmp, text, passive=passive)
+        text = make_config(local=self.ours, peer=self.charon_ip, local_net=self.our_net,
+                           remote_net=self.charon_net, psk=PSK, id_type=self.id_type,
+                           **config)
+        daemon = OurDaemon(self.us, self.tmp, text, passive=passive, family=self.family_flag)
         self.addCleanup(daemon.stop)
         daemon.wait_for("isakmpd listening on", timeout=10.0)
         return daemon
@@ -224,8 +237,8 @@ class StrongSwanInteropTests(SynchronousTestCase):
         """charon's side of the tunnel (*options*: further IKEv1Connection fields)."""
         # Lifetimes within our default ranges: with rekey_time 0 charon offers
         # LIFE_DURATION 0, which isakmpd (like OpenBSD's) refuses as outside 60:86400.
-        return IKEv1Connection(CHARON_IP, OURS, psk=PSK, local_ts=CHARON_NET,
-                               remote_ts=OUR_NET, rekey_time="3600s",
+        return IKEv1Connection(self.charon_ip, self.ours, psk=PSK, local_ts=self.charon_net,
+                               remote_ts=self.our_net, rekey_time="3600s",
                                child_rekey_time="1200s", **options)
 
     def assert_same_sas(self, charon: Charon, daemon: OurDaemon, conn: IKEv1Connection, *,
@@ -247,14 +260,15 @@ class StrongSwanInteropTests(SynchronousTestCase):
         self.assertEqual(ike.get("state"), "ESTABLISHED", charon_log())
         self.assertEqual(ike.get("version"), "1")
         self.assertEqual(ike.get("initiator") == "yes", charon_initiated)
-        self.assertEqual((ike.get("remote-host"), ike.get("remote-port")), (OURS, "4500"))
+        self.assertEqual((ike.get("remote-host"), ike.get("remote-port")),
+                         (self.ours, "4500"))
         self.assertEqual(swanctl_algorithms(ike, dh=True), algorithms.ike)
         self.assertEqual(child.get("state"), "INSTALLED")
         self.assertEqual(child.get("protocol"), "ESP")
         self.assertEqual(child.get("mode"), "TUNNEL")
         self.assertEqual(child.get("encap"), "yes")
-        self.assertEqual(child.get("local-ts"), [CHARON_NET])
-        self.assertEqual(child.get("remote-ts"), [OUR_NET])
+        self.assertEqual(child.get("local-ts"), [self.charon_net])
+        self.assertEqual(child.get("remote-ts"), [self.our_net])
         self.assertEqual(swanctl_algorithms(child, dh=False), algorithms.esp)
         self.assertEqual(child.get("dh-group"), algorithms.pfs)
         ours = daemon.wait_for(_ESTABLISHED, describe=charon_log)
@@ -287,6 +301,17 @@ class StrongSwanInteropTests(SynchronousTestCase):
         self.assert_same_sas(charon, daemon, conn, charon_initiated=charon_initiates,
                              algorithms=algorithms)
         return charon, daemon, conn
+
+    def use_ipv6(self) -> None:
+        """Run this test over IPv6: 2001:db8::1/64 (us) and 2001:db8::2/64 (charon) on
+        the same veth link (``nodad``: usable at once), 2001:db8:1::/64 behind us and
+        2001:db8:2::/64 behind charon, IPV6_ADDR_SUBNET IDs, our daemon with ``-6``."""
+        self.us.add_address(self.us.links[0], f"{OURS6}/64")
+        self.ch.add_address(self.ch.links[0], f"{CHARON6}/64")
+        self.ch.add_address("lo", CHARON6_GATEWAY_ADDRESS)
+        self.ours, self.charon_ip = OURS6, CHARON6
+        self.our_net, self.charon_net = OUR6_NET, CHARON6_NET
+        self.id_type, self.family_flag = "IPV6_ADDR_SUBNET", "-6"
 
     # -- scenarios ------------------------------------------------------------------
 
@@ -329,6 +354,19 @@ class StrongSwanInteropTests(SynchronousTestCase):
     def test_we_initiate_sha256_pfs_modp1024(self) -> None:
         """We initiate with QM-ESP-AES-128-SHA2-256-PFS-SUITE: "-PFS" alone is MODP1024."""
         self.negotiate(AES128_SHA256_PFS_MODP1024, charon_initiates=False)
+
+    def test_we_initiate_main_mode_ipv6(self) -> None:
+        """Over IPv6 (our daemon with -6): we initiate Main Mode + Quick Mode with
+        IPV6_ADDR_SUBNET IDs, charon responds; NAT-D over IPv6 floats both to 4500."""
+        self.use_ipv6()
+        _charon, daemon, _conn = self.negotiate(AES128_SHA1, charon_initiates=False)
+        self.assertIn(f"{OURS6}", daemon.log())
+        self.assertNotIn(OURS, daemon.log())
+
+    def test_charon_initiates_main_mode_ipv6(self) -> None:
+        """Over IPv6: charon initiates Main Mode + Quick Mode; we (-6, passive) respond."""
+        self.use_ipv6()
+        self.negotiate(AES128_SHA1, charon_initiates=True)
 
     def test_charon_initiates_aggressive_mode(self) -> None:
         """charon initiates Aggressive Mode with a pre-shared key; we respond."""

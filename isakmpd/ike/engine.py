@@ -54,6 +54,7 @@ reactor or a socket.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -90,6 +91,15 @@ DEFAULT_PHASE1_LIFETIME = 28800   # seconds, when phase 1 negotiated none (inven
 SOFT_EXPIRY_PERMILLE = (850, 950)  # soft expiry at a random 85-95 % (sa.c)
 REPLACED_GRACE = 10          # seconds an IPsec SA outlives its successor we initiated
 DEFAULT_NAT_T_KEEPALIVE = 20  # seconds between NAT-keepalives (nat_traversal.c)
+
+
+def _canonical_ip(text: str) -> str:
+    """A numeric address in canonical text (IPv6 compressed, lower case); other text
+    as it is."""
+    try:
+        return ipaddress.ip_address(text.strip()).compressed
+    except ValueError:
+        return text
 
 
 @implementer(IDatagramHandler)
@@ -265,9 +275,12 @@ class Engine:
         address = self.store.get_str(peer_section, "Address")
         if not address:
             raise ValueError(f"[{peer_section}] has no Address")
+        # The canonical text a socket reports (2001:0DB8::2 -> 2001:db8::2), so the
+        # replies' source matches the SA's remote address.
+        address = _canonical_ip(address)
         port = self.store.get_num(peer_section, "Port", self.port) or self.port
-        local_ip = self.store.get_str(peer_section, "Local-address") \
-            or self.source_address(address)
+        local_ip = _canonical_ip(self.store.get_str(peer_section, "Local-address")
+                                 or self.source_address(address))
         exchange_type = policy.exchange_type(self.store, peer_section)
         sa = IsakmpSA(self.new_cookie(), ZERO_COOKIE, (local_ip, self.port), (address, port),
                       True, peer_section, self.now(), exchange_type=exchange_type,

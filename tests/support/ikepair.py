@@ -7,7 +7,8 @@ drop, duplicate, reorder, corrupt or rewrite them on the way (``network.filters`
 or by editing ``network.queue``). :class:`Nat` rewrites addresses and ports like a
 NAT box does. :func:`make_config` writes the isakmpd.conf of one gateway of the
 standard pair (west 192.0.2.1 with 203.0.113.0/25, east 198.51.100.1 with
-203.0.113.128/25); :func:`make_pair` builds both engines.
+203.0.113.128/25, or the IPv6 pair 2001:db8::1 with 2001:db8:1::/64 and 2001:db8::2
+with 2001:db8:2::/64); :func:`make_pair` builds both engines.
 
 Everything is deterministic: SeededRandom per engine, a task.Clock, log events
 collected in lists.
@@ -15,6 +16,7 @@ collected in lists.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -23,15 +25,19 @@ from twisted.logger import Logger, formatEvent
 from zope.interface import implementer
 
 from isakmpd.config import load_config
-from isakmpd.crypto.random import SeededRandom
+from isakmpd.crypto.random import RandomSource, SeededRandom
 from isakmpd.ike.engine import Engine
 from isakmpd.kernel.memory import MemoryKernel
 from isakmpd.transport.interface import ISender
 
 __all__ = [
     "EAST",
+    "EAST6",
+    "EAST6_NET",
     "EAST_NET",
     "WEST",
+    "WEST6",
+    "WEST6_NET",
     "WEST_NET",
     "Datagram",
     "Nat",
@@ -45,6 +51,11 @@ WEST = "192.0.2.1"
 EAST = "198.51.100.1"
 WEST_NET = "203.0.113.0/25"
 EAST_NET = "203.0.113.128/25"
+# The IPv6 pair (documentation prefix, RFC 3849).
+WEST6 = "2001:db8::1"
+EAST6 = "2001:db8::2"
+WEST6_NET = "2001:db8:1::/64"
+EAST6_NET = "2001:db8:2::/64"
 PSK = "a shared secret of the test pair"
 
 Address = tuple[str, int]
@@ -113,7 +124,22 @@ class Nat:
                 return replace(datagram, dst=inside)
         if datagram.dst[1] in self.forward:
             return replace(datagram, dst=self.forward[datagram.dst[1]])
-        return replace(datagram, dst=("0.0.0.0", 0))   # no mapping: dropped
+        nowhere = "::" if ":" in self.public else "0.0.0.0"
+        return replace(datagram, dst=(nowhere, 0))     # no mapping: dropped
+
+
+def _canonical(datagram: Datagram) -> Datagram:
+    """The datagram with numeric addresses in canonical text, as a socket reports them
+    (``2001:0DB8::1`` -> ``2001:db8::1``); other text is left alone."""
+    def fix(address: Address) -> Address:
+        try:
+            return (ipaddress.ip_address(address[0]).compressed, address[1])
+        except ValueError:
+            return address
+    src, dst = fix(datagram.src), fix(datagram.dst)
+    if (src, dst) == (datagram.src, datagram.dst):
+        return datagram
+    return replace(datagram, src=src, dst=dst)
 
 
 @dataclass
@@ -149,13 +175,14 @@ class Network:
         self.filters: list[Callable[[Datagram], list[Datagram]]] = []
 
     def add_node(self, name: str, ip: str, config_text: str, *, seed: int,
-                 nat_t: bool = True) -> Node:
+                 nat_t: bool = True, rng: RandomSource | None = None) -> Node:
+        """An engine at ``ip``; its randomness is SeededRandom(seed) unless ``rng`` is given."""
         store, diagnostics = load_config(config_text, f"<{name}>")
         events: list[dict] = []
         log = Logger(namespace=f"isakmpd.{name}", observer=events.append)
-        kernel = MemoryKernel(SeededRandom(seed + 1000))
+        kernel = MemoryKernel(rng or SeededRandom(seed + 1000))
         sender = QueueSender(self)
-        engine = Engine(store, self.clock, SeededRandom(seed), sender, kernel,
+        engine = Engine(store, self.clock, rng or SeededRandom(seed), sender, kernel,
                         lambda remote, ip=ip: ip, nat_t=nat_t, log=log)
         node = Node(name, ip, engine, kernel, sender, events, diagnostics=diagnostics)
         self.nodes[ip] = node
@@ -177,7 +204,7 @@ class Network:
         for filt in self.filters:
             outputs = [out for item in outputs for out in filt(item)]
         for item in outputs:
-            routed = self._route(item)
+            routed = self._route(_canonical(item))
             node = self.nodes.get(routed.dst[0])
             if node is None:
                 continue
@@ -212,7 +239,8 @@ def make_config(*, local: str, peer: str, local_net: str, remote_net: str,
 
     ``id_type="IPV4_ADDR"`` makes the connection's Local-ID and Remote-ID host IDs
     (``Address=`` the address part of ``local_net`` / ``remote_net``), e.g. for a
-    transport-mode suite between the two gateways themselves.
+    transport-mode suite between the two gateways themselves. ``"IPV6_ADDR_SUBNET"``
+    and ``"IPV6_ADDR"`` do the same for IPv6 (the netmask written in IPv6 form).
     """
     lnet, lbits = local_net.split("/")
     rnet, rbits = remote_net.split("/")
@@ -224,6 +252,9 @@ def make_config(*, local: str, peer: str, local_net: str, remote_net: str,
     def id_section(net: str, bits: str) -> str:
         if id_type == "IPV4_ADDR_SUBNET":
             return f"ID-type=\t\t{id_type}\nNetwork=\t\t{net}\nNetmask=\t\t{mask(bits)}"
+        if id_type == "IPV6_ADDR_SUBNET":
+            netmask = ipaddress.IPv6Network(f"::/{bits}").netmask
+            return f"ID-type=\t\t{id_type}\nNetwork=\t\t{net}\nNetmask=\t\t{netmask}"
         return f"ID-type=\t\t{id_type}\nAddress=\t\t{net}"
 
     return f"""[General]
@@ -269,15 +300,22 @@ Suites=			{suites}
 
 
 def make_pair(*, west: dict | None = None, east: dict | None = None, seed: int = 1,
-              nat_t: tuple[bool, bool] = (True, True)) -> tuple[Network, Node, Node]:
-    """A network with west and east configured for each other."""
+              nat_t: tuple[bool, bool] = (True, True), west_ip: str = WEST,
+              east_ip: str = EAST, west_net: str = WEST_NET, east_net: str = EAST_NET,
+              ) -> tuple[Network, Node, Node]:
+    """A network with west and east configured for each other.
+
+    The gateways' addresses and protected networks default to the IPv4 pair; pass
+    e.g. :data:`WEST6`/:data:`EAST6`/:data:`WEST6_NET`/:data:`EAST6_NET` (with an
+    IPv6 ``id_type`` in ``west``/``east``) for the IPv6 pair.
+    """
     network = Network()
-    west_conf = make_config(local=WEST, peer=EAST, local_net=WEST_NET, remote_net=EAST_NET,
-                            **(west or {}))
-    east_conf = make_config(local=EAST, peer=WEST, local_net=EAST_NET, remote_net=WEST_NET,
-                            **(east or {}))
-    w = network.add_node("west", WEST, west_conf, seed=seed, nat_t=nat_t[0])
-    e = network.add_node("east", EAST, east_conf, seed=seed + 1, nat_t=nat_t[1])
+    west_conf = make_config(local=west_ip, peer=east_ip, local_net=west_net,
+                            remote_net=east_net, **(west or {}))
+    east_conf = make_config(local=east_ip, peer=west_ip, local_net=east_net,
+                            remote_net=west_net, **(east or {}))
+    w = network.add_node("west", west_ip, west_conf, seed=seed, nat_t=nat_t[0])
+    e = network.add_node("east", east_ip, east_conf, seed=seed + 1, nat_t=nat_t[1])
     return network, w, e
 
 
