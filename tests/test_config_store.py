@@ -143,3 +143,58 @@ class LoadTests(SynchronousTestCase):
     def test_parse_diagnostics_returned(self) -> None:
         _, diagnostics = load("[S]\nA=1\nA=2\n", "t.conf")
         self.assertEqual([(d.file, d.line, d.tag) for d in diagnostics], [("t.conf", 3, "A")])
+
+
+class MemoTests(SynchronousTestCase):
+    """Store.memo: derived values live until the store changes."""
+
+    def setUp(self) -> None:
+        self.store, _ = load("[peer]\nAddress=\t192.0.2.1\n")
+        self.calls = 0
+
+    def derive(self) -> str | None:
+        self.calls += 1
+        return self.store.get_str("peer", "Address")
+
+    def test_remembered_until_a_change(self) -> None:
+        self.assertEqual(self.store.memo("address", self.derive), "192.0.2.1")
+        self.assertEqual(self.store.memo("address", self.derive), "192.0.2.1")
+        self.assertEqual(self.calls, 1)
+        self.store.set("peer", "Address", "192.0.2.2", force=True)
+        self.assertEqual(self.store.memo("address", self.derive), "192.0.2.2")
+        self.assertEqual(self.calls, 2)
+
+    def test_unchanged_store_keeps_the_memo(self) -> None:
+        self.store.memo("address", self.derive)
+        self.assertFalse(self.store.set("peer", "Address", "192.0.2.9"))  # exists: no-op
+        self.assertFalse(self.store.remove("nothing", "here"))
+        self.store.memo("address", self.derive)
+        self.assertEqual(self.calls, 1)
+
+    def test_every_kind_of_change_clears_it(self) -> None:
+        for change in (lambda: self.store.add("peer", "Flags", "x"),
+                       lambda: self.store.rmv("peer", "Flags", "x"),
+                       lambda: self.store.set("peer", "Port", "4500"),
+                       lambda: self.store.remove("peer", "Port"),
+                       lambda: self.store.remove_section("peer")):
+            self.store.memo("address", self.derive)
+            before = self.calls
+            self.assertTrue(change())
+            self.store.memo("address", self.derive)
+            self.assertEqual(self.calls, before + 1)
+
+    def test_exceptions_are_not_remembered(self) -> None:
+        def broken() -> str:
+            self.calls += 1
+            raise ValueError("no")
+
+        self.assertRaises(ValueError, self.store.memo, "k", broken)
+        self.assertRaises(ValueError, self.store.memo, "k", broken)
+        self.assertEqual(self.calls, 2)
+
+    def test_bounded(self) -> None:
+        from isakmpd.config.store import MEMO_LIMIT
+        for n in range(MEMO_LIMIT + 10):
+            self.store.memo(("peer", n), lambda n=n: n)
+        self.assertLessEqual(len(self.store._memo), MEMO_LIMIT)
+        self.assertEqual(self.store.memo(("peer", 3), lambda: -1), -1)

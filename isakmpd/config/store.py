@@ -11,7 +11,10 @@ Owns what OpenBSD's ``conf.c`` keeps in its hash table (inventory §2.1, §1.3):
   :meth:`Transaction.rollback`; the FIFO's ``C set``/``add``/``rmv``/``rm``/``rms``
   map one-to-one onto its methods;
 * reloading never edits a store in place: :func:`load` parses afresh into a new
-  store (file bindings first, then the generated defaults, which never override).
+  store (file bindings first, then the generated defaults, which never override);
+* :meth:`Store.memo` keeps what readers derive from the values (parsed policy,
+  the peer address table) until the next change, so a busy gateway does not
+  re-parse its configuration for every message.
 
 Pure: no I/O; reading the file is :mod:`isakmpd.fileutil`'s job.
 """
@@ -19,9 +22,9 @@ Pure: no I/O; reading the file is :mod:`isakmpd.fileutil`'s job.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple, Self
+from typing import Any, NamedTuple, Self, TypeVar
 
 from isakmpd.config.parser import Diagnostic, parse
 from isakmpd.config.values import atoi, split_list
@@ -96,6 +99,13 @@ class _Pending:
     origin: Origin
 
 
+_T = TypeVar("_T")
+
+#: Derived values kept per store before the memo starts over: keys can come from
+#: peers (their addresses and IDs), so the memo must not grow without bound.
+MEMO_LIMIT = 4096
+
+
 class Store:
     """Sections → tags → values, case-insensitive, with origins.
 
@@ -109,8 +119,29 @@ class Store:
         # Where each file section header was first seen; a header alone does not
         # create a section (as in conf.c), but it gives checks a line to name.
         self._headers: dict[str, Origin] = {}
+        self._memo: dict[Hashable, Any] = {}
 
     # -- reading ----------------------------------------------------------
+
+    def memo(self, key: Hashable, compute: Callable[[], _T]) -> _T:
+        """``compute()``, remembered under ``key`` until the store next changes.
+
+        For values derived only from the store's contents; ``compute`` must not
+        change the store, and the value must not be mutated by whoever gets it.
+        An exception from ``compute`` is not remembered.
+        """
+        try:
+            return self._memo[key]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        value = compute()
+        if len(self._memo) >= MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[key] = value
+        return value
+
+    def _changed(self) -> None:
+        self._memo.clear()
 
     def binding(self, section: str, tag: str) -> Binding | None:
         """The binding of ``[section]:tag``, or None."""
@@ -217,6 +248,12 @@ class Store:
     # -- applied by Transaction.commit --------------------------------------
 
     def _apply(self, pending: _Pending) -> bool:
+        changed = self._apply_one(pending)
+        if changed:
+            self._changed()
+        return changed
+
+    def _apply_one(self, pending: _Pending) -> bool:
         if pending.op is _Op.RMS:
             return self._sections.pop(pending.section.lower(), None) is not None
         assert pending.tag is not None
@@ -277,6 +314,7 @@ class Store:
 
     def _put_many(self, bindings: Iterator[tuple[str, str, str]], origin: Origin) -> None:
         """Insert bindings that do not exist yet, silently (for generated defaults)."""
+        self._changed()
         for section, tag, value in bindings:
             found = self._sections.get(section.lower())
             if found is None:

@@ -504,12 +504,17 @@ def _phase1_configuration(store: Store, peer_section: str) -> str:
     return config
 
 
-def _p1_configs(store: Store, peer_section: str) -> list[_P1Config]:
+def _p1_configs(store: Store, peer_section: str) -> tuple[_P1Config, ...]:
+    return store.memo(("p1-configs", peer_section.lower()),
+                      lambda: _read_p1_configs(store, peer_section))
+
+
+def _read_p1_configs(store: Store, peer_section: str) -> tuple[_P1Config, ...]:
     config = _phase1_configuration(store, peer_section)
     names = store.get_list(config, "Transforms")
     if not names:
         raise _config_error(f"[{config}] has no Transforms")
-    return [_p1_config(store, name) for name in names]
+    return tuple(_p1_config(store, name) for name in names)
 
 
 def find_peer_section(store: Store, remote_ip: str) -> str | None:
@@ -517,6 +522,10 @@ def find_peer_section(store: Store, remote_ip: str) -> str | None:
 
     Tags are compared as addresses, so ``2001:DB8:0::1`` finds ``2001:db8::1``.
     """
+    return store.memo(("peer-section", remote_ip), lambda: _find_peer_section(store, remote_ip))
+
+
+def _find_peer_section(store: Store, remote_ip: str) -> str | None:
     try:
         wanted = ipaddress.ip_address(remote_ip.strip())
     except ValueError:
@@ -537,6 +546,11 @@ def find_peer_section(store: Store, remote_ip: str) -> str | None:
 
 def exchange_type(store: Store, peer_section: str) -> ExchangeType:
     """ID_PROT or AGGRESSIVE, from the peer's ISAKMP-configuration EXCHANGE_TYPE."""
+    return store.memo(("exchange-type", peer_section.lower()),
+                      lambda: _read_exchange_type(store, peer_section))
+
+
+def _read_exchange_type(store: Store, peer_section: str) -> ExchangeType:
     config = _phase1_configuration(store, peer_section)
     text = _get(store, config, "EXCHANGE_TYPE")
     if text is None:
@@ -779,9 +793,28 @@ def pre_shared_key(store: Store, peer_section: str, remote_id: IdPayload | None
     return None
 
 
+def _section_id(store: Store, section: str, phase: int) -> IdPayload:
+    """The ID a section describes (:func:`ids.id_from_section`), remembered per store.
+
+    Raises :class:`ids.IdError`; callers must not change the payload they get.
+    """
+    found = store.memo(("id", section.lower(), phase), lambda: _read_section_id(store, section,
+                                                                               phase))
+    if isinstance(found, ids.IdError):
+        raise found
+    return found
+
+
+def _read_section_id(store: Store, section: str, phase: int) -> IdPayload | ids.IdError:
+    try:
+        return ids.id_from_section(store, section, phase=phase)
+    except ids.IdError as error:
+        return error
+
+
 def _phase1_id_section(store: Store, section: str) -> IdPayload:
     try:
-        return ids.id_from_section(store, section, phase=1)
+        return _section_id(store, section, 1)
     except ids.IdError as error:
         raise NegotiationError(NotifyType.INVALID_ID_INFORMATION,
                                f"configuration error: {error}") from None
@@ -927,6 +960,11 @@ def _p2_transform(store: Store, name: str, protocol: ProtocolId) -> _P2XfConfig:
 
 
 def _p2_suites(store: Store, connection: str) -> list[_P2SuiteConfig]:
+    return store.memo(("p2-suites", connection.lower()),
+                      lambda: _read_p2_suites(store, connection))
+
+
+def _read_p2_suites(store: Store, connection: str) -> list[_P2SuiteConfig]:
     if not store.has(connection):
         raise _config_error(f"IPsec connection [{connection}] does not exist")
     config = _get(store, connection, "Configuration")
@@ -1417,7 +1455,7 @@ def quick_mode_accept(offer: SaPayload, reply: SaPayload, peer: str, *,
 
 def _ipsec_id(store: Store, section: str) -> IdPayload:
     try:
-        return ids.id_from_section(store, section, phase=2)
+        return _section_id(store, section, 2)
     except ids.IdError as error:
         raise NegotiationError(NotifyType.INVALID_ID_INFORMATION,
                                f"configuration error: {error}") from None
@@ -1444,6 +1482,10 @@ def connection_ids(store: Store, connection: str, local_ip: str
 
 
 def _passive_candidates(store: Store) -> list[str]:
+    return store.memo(("passive-candidates",), lambda: _read_passive_candidates(store))
+
+
+def _read_passive_candidates(store: Store) -> list[str]:
     names: list[str] = []
     for name in store.get_list("Phase 2", "Passive-connections"):
         if name.lower() not in (n.lower() for n in names):
@@ -1484,9 +1526,9 @@ def find_passive_connection(store: Store, peer_section_or_none: str | None,
         if not local:
             continue
         try:
-            local_id = ids.id_from_section(store, local)
+            local_id = _section_id(store, local, 2)
             remote = _get(store, name, "Remote-ID")
-            remote_id = ids.id_from_section(store, remote) if remote else None
+            remote_id = _section_id(store, remote, 2) if remote else None
         except ids.IdError:
             continue
         if not ids.ids_match(local_id, idcr):
