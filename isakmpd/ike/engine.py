@@ -54,7 +54,6 @@ reactor or a socket.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +68,7 @@ from isakmpd.ike.exchange import Exchange, ExchangeFailed
 from isakmpd.ike.sa import ZERO_COOKIE, Address, IpsecSA, IsakmpSA, SaDatabase, SaState
 from isakmpd.kernel.interface import KernelError
 from isakmpd.transport.interface import IDatagramHandler
+from isakmpd.wire import addresses
 from isakmpd.wire.constants import (
     COOKIE_SIZE,
     HEADER_SIZE,
@@ -97,7 +97,7 @@ def _canonical_ip(text: str) -> str:
     """A numeric address in canonical text (IPv6 compressed, lower case); other text
     as it is."""
     try:
-        return ipaddress.ip_address(text.strip()).compressed
+        return addresses.canonical(text.strip())
     except ValueError:
         return text
 

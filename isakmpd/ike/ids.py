@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 from isakmpd.config.store import Store
 from isakmpd.config.values import parse_int
+from isakmpd.wire import addresses
 from isakmpd.wire.constants import IdType
 from isakmpd.wire.payloads import IdPayload
 
@@ -220,19 +221,19 @@ def id_network(id_payload: IdPayload) -> ipaddress.IPv4Network | ipaddress.IPv6N
     id_type = id_payload.id_type
     try:
         if id_type == IdType.IPV4_ADDR and len(data) == 4:
-            return ipaddress.IPv4Network((data, 32))
+            return addresses.network_of(bytes(data), 32)
         if id_type == IdType.IPV6_ADDR and len(data) == 16:
-            return ipaddress.IPv6Network((data, 128))
+            return addresses.network_of(bytes(data), 128)
         if id_type == IdType.IPV4_ADDR_SUBNET and len(data) == 8:
             prefix = _mask_prefix(data[4:])
             if prefix is None:
                 return None
-            return ipaddress.IPv4Network((data[:4], prefix), strict=False)
+            return addresses.network_of(bytes(data[:4]), prefix)
         if id_type == IdType.IPV6_ADDR_SUBNET and len(data) == 32:
             prefix = _mask_prefix(data[16:])
             if prefix is None:
                 return None
-            return ipaddress.IPv6Network((data[:16], prefix), strict=False)
+            return addresses.network_of(bytes(data[:16]), prefix)
     except ValueError:
         return None
     return None

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from isakmpd.crypto.prf import hash as plain_hash
+from isakmpd.wire import addresses
 from isakmpd.wire.constants import (
     NAT_T_VIDS,
     VID_DPD,
@@ -111,7 +112,7 @@ def peer_capabilities(vendor_ids: Iterable[bytes | VendorPayload]) -> NatTCapabi
 
 def _address_bytes(ip: str) -> bytes:
     # IPv4-mapped IPv6 addresses are hashed as the IPv4 address the peer sees.
-    address = ipaddress.ip_address(ip)
+    address = addresses.ip(ip)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.packed
@@ -238,7 +239,7 @@ def _oa_text(payload: NatOaPayload) -> str:
 
 
 def _plain_ip(ip: str) -> str:
-    address = ipaddress.ip_address(ip)
+    address = addresses.ip(ip)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)

@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from isakmpd.crypto.random import RandomSource
 from isakmpd.kernel.interface import IKernel, KernelError, KernelFlow, KernelSA
+from isakmpd.wire import addresses
 from isakmpd.wire.constants import EncapsulationMode, ProtocolId
 
 __all__ = ["MemoryKernel"]
@@ -43,14 +44,14 @@ SaKey = tuple[ProtocolId, bytes, str]
 def _address(text: str, what: str) -> str:
     """``text`` as a normalised numeric address, or KernelError naming ``what``."""
     try:
-        return ipaddress.ip_address(text).compressed
+        return addresses.canonical(text)
     except ValueError:
         raise KernelError(f"{what} {text!r} is not a numeric IP address") from None
 
 
 def _network(text: str, what: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
-        return ipaddress.ip_network(text, strict=False)
+        return addresses.network(text)
     except ValueError:
         raise KernelError(f"{what} {text!r} is not a network (address/prefix)") from None
 

@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import ClassVar, NoReturn, Self
 
+from isakmpd.wire import addresses
 from isakmpd.wire.attributes import (
     Attribute,
     decode_attributes,
@@ -622,7 +623,7 @@ class IdPayload(Payload):
     def from_address(cls, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
                      protocol: int = 0, port: int = 0) -> Self:
         """An IPV4_ADDR or IPV6_ADDR identity."""
-        ip = ipaddress.ip_address(address)
+        ip = addresses.ip(address) if isinstance(address, str) else address
         id_type = IdType.IPV4_ADDR if ip.version == 4 else IdType.IPV6_ADDR
         return cls(id_type, ip.packed, protocol, port)
 
