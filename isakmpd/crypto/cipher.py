@@ -139,8 +139,8 @@ def cipher_spec(alg: int) -> CipherSpec:
     :class:`UnsupportedAlgorithmError` naming the attribute and value.
     """
     try:
-        return _CIPHERS[EncryptionAlgorithm(alg)]
-    except (ValueError, KeyError):
+        return _CIPHERS[alg]    # IntEnum keys: a plain int finds its member
+    except (KeyError, TypeError):
         raise UnsupportedAlgorithmError(
             f"ENCRYPTION_ALGORITHM {EncryptionAlgorithm.describe(alg)} is not supported "
             f"(supported: {', '.join(a.label for a in _CIPHERS)})",

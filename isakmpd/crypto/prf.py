@@ -92,8 +92,8 @@ def hash_spec(alg: int) -> HashSpec:
     TIGER and for numbers RFC 2409 does not define.
     """
     try:
-        return _HASHES[HashAlgorithm(alg)]
-    except (ValueError, KeyError):
+        return _HASHES[alg]     # IntEnum keys: a plain int finds its member
+    except (KeyError, TypeError):
         raise UnsupportedAlgorithmError(
             f"HASH_ALGORITHM {HashAlgorithm.describe(alg)} is not supported "
             f"(supported: {', '.join(a.label for a in _HASHES)})",

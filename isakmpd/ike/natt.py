@@ -183,8 +183,10 @@ def encapsulation_for(mode: int, nat_t: bool, draft: bool = False) -> Encapsulat
 
 def plain_mode(mode: int) -> EncapsulationMode:
     """TUNNEL or TRANSPORT for any of the six ENCAPSULATION_MODE values."""
-    member = EncapsulationMode(mode)
-    return _TO_PLAIN.get(member, member)
+    plain = _TO_PLAIN.get(mode)
+    if plain is not None:
+        return plain
+    return EncapsulationMode(mode)
 
 
 UDP_ENCAP_MODES = frozenset(_TO_PLAIN)

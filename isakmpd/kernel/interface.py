@@ -95,6 +95,9 @@ class KernelSA:
             parts.append(f"ESP-in-UDP {self.encap[0]} -> {self.encap[1]}")
         return " ".join(parts)
 
+    def __str__(self) -> str:
+        return self.describe()
+
     def __repr__(self) -> str:
         # Never show enc_key/auth_key: reprs end up in logs and tracebacks.
         return f"KernelSA<{self.describe()}>"

@@ -24,7 +24,9 @@ import ipaddress
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from isakmpd import debug
 from isakmpd.crypto.random import RandomSource
+from isakmpd.debug import DebugClass
 from isakmpd.kernel.interface import IKernel, KernelError, KernelFlow, KernelSA
 from isakmpd.wire import addresses
 from isakmpd.wire.constants import EncapsulationMode, ProtocolId
@@ -96,8 +98,9 @@ class MemoryKernel:
             key = (protocol, spi, dst)
             if key not in self.reserved and key not in self.sas:
                 self.reserved.add(key)
-                self.log.debug("allocated {protocol} SPI 0x{spi} for {src} -> {dst}",
-                               protocol=protocol.label, spi=spi.hex(), src=src, dst=dst)
+                if debug.enabled(DebugClass.SYSDEP, 50):
+                    self.log.debug("allocated {protocol} SPI 0x{spi} for {src} -> {dst}",
+                                   protocol=protocol.label, spi=spi.hex(), src=src, dst=dst)
                 return spi
         raise KernelError(f"no free {protocol.label} SPI for destination {dst}")
 
@@ -120,7 +123,8 @@ class MemoryKernel:
                               "already exists")
         self.reserved.discard(key)
         self.sas[key] = sa
-        self.log.debug("installed SA {sa}", sa=sa.describe())
+        if debug.enabled(DebugClass.SYSDEP, 30):
+            self.log.debug("installed SA {sa}", sa=sa)
 
     def delete_sa(self, protocol: ProtocolId, spi: bytes, dst: str) -> None:
         protocol = _protocol(protocol)
@@ -128,7 +132,8 @@ class MemoryKernel:
         sa = self.sas.pop(key, None)
         if sa is None:
             raise KernelError(f"no {protocol.label} SA with SPI 0x{spi.hex()} to {key[2]}")
-        self.log.debug("deleted SA {sa}", sa=sa.describe())
+        if debug.enabled(DebugClass.SYSDEP, 30):
+            self.log.debug("deleted SA {sa}", sa=sa)
 
     # -- flows ------------------------------------------------------------
 
@@ -161,14 +166,16 @@ class MemoryKernel:
         selector = flow.selector()
         replaced = selector in self._flows
         self._flows[selector] = flow
-        self.log.debug("{what} flow {flow}", what="replaced" if replaced else "installed",
+        if debug.enabled(DebugClass.SYSDEP, 30):
+            self.log.debug("{what} flow {flow}", what="replaced" if replaced else "installed",
                        flow=flow)
 
     def delete_flow(self, flow: KernelFlow) -> None:
         removed = self._flows.pop(flow.selector(), None)
         if removed is None:
             raise KernelError(f"no flow {flow.describe()}")
-        self.log.debug("deleted flow {flow}", flow=removed)
+        if debug.enabled(DebugClass.SYSDEP, 30):
+            self.log.debug("deleted flow {flow}", flow=removed)
 
     def new_reqid(self) -> int:
         self._last_reqid += 1

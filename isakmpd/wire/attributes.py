@@ -35,10 +35,9 @@ def enum_or_int(enum_class: type[enum.IntEnum] | None, value: int) -> int:
     """
     if enum_class is None:
         return value
-    try:
-        return enum_class(value)
-    except ValueError:
-        return value
+    # The enum's own value -> member table: cls(value) costs a call through
+    # EnumMeta for every field of every payload decoded.
+    return enum_class._value2member_map_.get(value, value)  # type: ignore[return-value]
 
 
 def _label(attr_type: int) -> str:

@@ -59,10 +59,8 @@ class Named(enum.IntEnum):
     @classmethod
     def describe(cls, value: int) -> str:
         """Name of ``value`` if known, else ``'unknown (value)'`` (for logs)."""
-        try:
-            return cls(value).label
-        except ValueError:
-            return f"unknown ({value})"
+        member = cls._value2member_map_.get(value)
+        return f"unknown ({value})" if member is None else member.label  # type: ignore
 
 
 # Each class's members by upper-case label, built on first use (from_label).

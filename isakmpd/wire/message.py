@@ -169,6 +169,12 @@ def _check_top_level_type(payload_type: int, offset: int, where: str) -> None:
                 f"{where}: next payload {payload_label(payload_type)} is not allowed")
 
 
+# What may follow a payload without further checks (the common case, decided by
+# one set lookup; anything else goes through _check_top_level_type).
+_ALLOWED_NEXT = frozenset({int(PayloadType.NONE), *(int(t) for t in TOP_LEVEL_TYPES),
+                           *range(PRIVATE_PAYLOAD_MIN, 256)})
+
+
 def _walk(first_type: int, body: bytes, base_offset: int,
           allow_padding: bool) -> tuple[list[Payload], int]:
     payloads: list[Payload] = []
@@ -181,7 +187,8 @@ def _walk(first_type: int, body: bytes, base_offset: int,
             raise _fail(NotifyType.UNEQUAL_PAYLOAD_LENGTHS, at,
                         f"{payload_label(current)} payload header truncated: {left} bytes left")
         next_type, reserved, length = struct.unpack_from("!BBH", body, pos)
-        _check_top_level_type(next_type, at, f"{payload_label(current)} payload")
+        if next_type not in _ALLOWED_NEXT:
+            _check_top_level_type(next_type, at, f"{payload_label(current)} payload")
         if reserved:
             # isakmpd message_parse_payloads: "reserved field non-zero".
             raise _fail(NotifyType.PAYLOAD_MALFORMED, at + 1,
@@ -252,8 +259,8 @@ class Message:
 
     def header(self, body_length: int | None = None, *, flags: Flag | None = None) -> Header:
         """The header for a body of ``body_length`` bytes (default: our plaintext)."""
-        first, chain = encode_payload_chain(self.payloads)
-        size = len(chain) if body_length is None else body_length
+        first = self.payloads[0].payload_type if self.payloads else PayloadType.NONE
+        size = len(self.encode_body()) if body_length is None else body_length
         return Header(bytes(self.icookie), bytes(self.rcookie), first, self.exchange_type,
                       Flag(self.flags if flags is None else flags), self.message_id,
                       HEADER_SIZE + size)

@@ -116,11 +116,11 @@ _ID_DATA_SIZES: dict[int, int] = {
 
 def payload_label(payload_type: int) -> str:
     """isakmpd's name of a payload type, or ``'private (N)'`` / ``'unknown (N)'``."""
-    try:
-        return PayloadType(payload_type).label
-    except ValueError:
-        kind = "private" if payload_type >= 128 else "unknown"
-        return f"{kind} ({payload_type})"
+    member = PayloadType._value2member_map_.get(payload_type)
+    if member is not None:
+        return member.label  # type: ignore[attr-defined, no-any-return]
+    kind = "private" if payload_type >= 128 else "unknown"
+    return f"{kind} ({payload_type})"
 
 
 def _name(value: int) -> str:
