@@ -14,6 +14,7 @@ absent rather than faked.
 
 from __future__ import annotations
 
+import gc
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -143,6 +144,12 @@ class IsakmpdService(Service):
         self.connections = ConnectionManager(self.engine, self.reactor,
                                              passive=settings.passive)
         self.connections.start()
+        # What is loaded now (the configuration with its tens of thousands of
+        # generated bindings, the modules) lives as long as the daemon: keep the
+        # cyclic collector from scanning it again on every full collection, which
+        # would otherwise cost every tunnel a share of a scan of all of it.
+        gc.collect()
+        gc.freeze()
         super().startService()
 
     def stopService(self) -> Deferred[None]:

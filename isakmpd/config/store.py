@@ -157,6 +157,10 @@ class Store:
 
     def get_num(self, section: str, tag: str, default: int = 0) -> int:
         """``atoi`` of the value (0 when it does not start with a number), or ``default``."""
+        return self.memo(("num", section.lower(), tag.lower(), default),
+                         lambda: self._num(section, tag, default))
+
+    def _num(self, section: str, tag: str, default: int) -> int:
         bound = self.binding(section, tag)
         return default if bound is None else atoi(bound.value)
 

@@ -741,7 +741,7 @@ class Engine:
             ipsec.isakmp_sa.stay_alive = True
         self._arm(ipsec)
         for other in self.sadb.ipsec_by_peer(ipsec.name, ipsec.remote[0]):
-            if other is ipsec or not other.ready or other.replaced \
+            if other.replaced or other is ipsec or not other.ready \
                     or not other.same_traffic(ipsec):
                 continue
             if other.established_seq < ipsec.started_seq:

@@ -248,7 +248,7 @@ def id_selector(id_payload: IdPayload) -> str:
     if network is None:
         raise IdError(f"{id_string(id_payload)} is not an address or a subnet with a "
                       "contiguous netmask, so it cannot be a traffic selector")
-    return str(network)
+    return addresses.network_text(network)
 
 
 def id_string(id_payload: IdPayload) -> str:

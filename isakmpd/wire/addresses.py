@@ -16,7 +16,8 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 
-__all__ = ["IPAddress", "IPNetwork", "canonical", "ip", "network", "network_of", "packed"]
+__all__ = ["IPAddress", "IPNetwork", "canonical", "ip", "network", "network_of", "network_text",
+           "packed"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -44,6 +45,12 @@ def packed(text: str) -> bytes:
 def network(text: str) -> IPNetwork:
     """``"203.0.113.0/25"`` (host bits may be set) or a lone address as a /32 or /128."""
     return ipaddress.ip_network(text, strict=False)
+
+
+@lru_cache(maxsize=_CACHED)
+def network_text(value: IPNetwork) -> str:
+    """``str(value)``, remembered (the kernel's selectors are text)."""
+    return str(value)
 
 
 @lru_cache(maxsize=_CACHED)
