@@ -66,3 +66,15 @@ class VendorIdTests(SynchronousTestCase):
         self.assertEqual(rfc.hex(), "4a131c81070358455c5728f20e95452f")
         self.assertEqual(c.VID_OPENBSD.hex(), "9826c552791aa1800ca6ff33aaf1e83b")
         self.assertEqual(len(c.VID_DPD), 16)
+
+
+class MemberTests(SynchronousTestCase):
+    """constants.member: cls(value) through the value table, same answers."""
+
+    def test_same_as_calling_the_enum(self) -> None:
+        from isakmpd.wire.constants import EncapsulationMode, ProtocolId, member
+        for value in (1, 2, 3, 4, 61443, 61444):
+            self.assertIs(member(EncapsulationMode, value), EncapsulationMode(value))
+        self.assertIs(member(ProtocolId, ProtocolId.IPSEC_ESP), ProtocolId.IPSEC_ESP)
+        for bad in (0, 99, "3", None, [1]):
+            self.assertRaises(ValueError, member, ProtocolId, bad)

@@ -128,6 +128,25 @@ class SaDatabaseTests(SynchronousTestCase):
         self.db.remove_isakmp(self.one)
         self.assertEqual(self.db.isakmp_by_peer("peer-east", "203.0.113.7"), [])
 
+    def test_replaced_sas_leave_the_live_index(self) -> None:
+        """Rekeys must not make the search for predecessors grow with the history."""
+        newer = IpsecSA("conn", self.one, (WEST, 500), (EAST, 500), True, 3.0)
+        self.db.add_ipsec(newer)
+        self.assertEqual(self.db.ipsec_live_by_peer("conn", EAST), [self.ipsec, newer])
+        self.db.mark_replaced(self.ipsec)
+        self.assertTrue(self.ipsec.replaced)
+        self.assertEqual(self.db.ipsec_live_by_peer("conn", EAST), [newer])
+        self.assertEqual(self.db.ipsec_by_peer("conn", EAST), [self.ipsec, newer])
+        self.db.mark_replaced(self.ipsec)        # twice is harmless
+        self.db.remove_ipsec(newer)
+        self.assertEqual(self.db.ipsec_live_by_peer("conn", EAST), [])
+        self.assertEqual(self.db.isakmp_live_by_peer("peer-east", EAST), [self.one])
+        self.db.mark_replaced(self.one)
+        self.assertEqual(self.db.isakmp_live_by_peer("peer-east", EAST), [])
+        self.db.move_isakmp(self.one, (WEST, 4500), ("203.0.113.7", 4500))
+        self.assertEqual(self.db.isakmp_live_by_peer("peer-east", "203.0.113.7"), [])
+        self.assertEqual(self.db.isakmp_by_peer("peer-east", "203.0.113.7"), [self.one])
+
     def test_same_cookie_from_two_peers(self) -> None:
         """Peers choose initiator cookies: two may collide; both SAs stay findable."""
         twin = IsakmpSA(b"i" * 8, b"s" * 8, (WEST, 500), ("192.0.2.9", 500), False,

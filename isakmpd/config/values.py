@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 __all__ = [
     "ANY",
@@ -98,8 +99,12 @@ class Offer:
         return self.low <= number <= self.high
 
 
+@lru_cache(maxsize=1024)
 def parse_offer(text: str) -> Offer:
-    """Parse ``X`` or ``X,Y:Z``; raise ValueError with a readable reason otherwise."""
+    """Parse ``X`` or ``X,Y:Z``; raise ValueError with a readable reason otherwise.
+
+    Remembered per text (configured values are matched against every offer).
+    """
     match = _OFFER.fullmatch(text)
     if match is None:
         raise ValueError(f"{text!r} is not a number, nor of the form 'offer,min:max' "

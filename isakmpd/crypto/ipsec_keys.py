@@ -43,7 +43,13 @@ from isakmpd.crypto import prf as _prf
 from isakmpd.crypto.cipher import check_key_length_bits
 from isakmpd.crypto.keys import message_id_bytes
 from isakmpd.crypto.prf import CryptoError, KeyLengthError, UnsupportedAlgorithmError
-from isakmpd.wire.constants import AhTransform, AuthAlgorithm, EspTransform, ProtocolId
+from isakmpd.wire.constants import (
+    AhTransform,
+    AuthAlgorithm,
+    EspTransform,
+    ProtocolId,
+    member,
+)
 
 __all__ = [
     "ESP_DEFAULT_KEY_BITS",
@@ -250,8 +256,8 @@ ISAKMPD_ESP_DEFAULT_KEY_BITS: Mapping[EspTransform, int] = {
 def auth_key_bytes(auth_algorithm: int) -> int:
     """Integrity key length in bytes for AUTHENTICATION_ALGORITHM ``auth_algorithm``."""
     try:
-        return _AUTH_KEY_BYTES[AuthAlgorithm(auth_algorithm)]
-    except (ValueError, KeyError):
+        return _AUTH_KEY_BYTES[auth_algorithm]     # IntEnum keys: ints find them
+    except (KeyError, TypeError):
         raise UnsupportedAlgorithmError(
             f"AUTHENTICATION_ALGORITHM {AuthAlgorithm.describe(auth_algorithm)} is not "
             f"supported (supported: {', '.join(a.label for a in _AUTH_KEY_BYTES)})",
@@ -277,7 +283,7 @@ def esp_layout(transform_id: int, key_length_bits: int | None = None,
     AUTHENTICATION_ALGORITHM, which it does not use).
     """
     try:
-        transform = EspTransform(transform_id)
+        transform = member(EspTransform, transform_id)
         cipher = _ESP_CIPHERS[transform]
     except (ValueError, KeyError):
         raise UnsupportedAlgorithmError(
@@ -312,7 +318,7 @@ def esp_layout(transform_id: int, key_length_bits: int | None = None,
                 f"AUTHENTICATION_ALGORITHM, got {AuthAlgorithm.describe(auth_algorithm)}",
                 "AUTHENTICATION_ALGORITHM", int(auth_algorithm))
         auth_bytes = auth_key_bytes(auth_algorithm)
-        auth = AuthAlgorithm(auth_algorithm)
+        auth = member(AuthAlgorithm, auth_algorithm)
     return KeymatLayout(ProtocolId.IPSEC_ESP, transform, nbytes + cipher.salt, cipher.salt,
                         auth, auth_bytes)
 

@@ -715,8 +715,8 @@ class Engine:
         self._arm(sa)
         if sa.nat.we_are_behind:
             self._update_keepalive(sa.local, sa.remote)
-        for other in self.sadb.isakmp_by_peer(sa.name, sa.remote[0]):
-            if other is sa or not other.ready or other.replaced:
+        for other in self.sadb.isakmp_live_by_peer(sa.name, sa.remote[0]):
+            if other is sa or not other.ready:
                 continue
             # A rekey replaces the older SA. Twins from simultaneous phase 1s: both
             # peers call the one with the lower cookie pair replaced, so both keep
@@ -724,7 +724,7 @@ class Engine:
             loser = other
             if other.established_seq >= sa.started_seq and sa.cookies < other.cookies:
                 loser = sa
-            loser.replaced = True
+            self.sadb.mark_replaced(loser)
             self.log.info("{old} replaced by {new}", old=loser.describe(),
                           new=(sa if loser is other else other).describe())
             if loser is sa:
@@ -740,9 +740,8 @@ class Engine:
             ipsec.stay_alive = True
             ipsec.isakmp_sa.stay_alive = True
         self._arm(ipsec)
-        for other in self.sadb.ipsec_by_peer(ipsec.name, ipsec.remote[0]):
-            if other.replaced or other is ipsec or not other.ready \
-                    or not other.same_traffic(ipsec):
+        for other in self.sadb.ipsec_live_by_peer(ipsec.name, ipsec.remote[0]):
+            if other is ipsec or not other.ready or not other.same_traffic(ipsec):
                 continue
             if other.established_seq < ipsec.started_seq:
                 # A rekey: ``other`` was up before this negotiation began.
@@ -853,7 +852,7 @@ class Engine:
                                                  self._hard_expired, sa)
 
     def _replace(self, old: IpsecSA, new: IpsecSA, *, delete: bool) -> None:
-        old.replaced = True
+        self.sadb.mark_replaced(old)
         self.log.info("{old} replaced by {new}", old=old.describe(), new=new.describe())
         if delete and "replaced" not in old.timers:
             old.timers["replaced"] = self.clock.callLater(REPLACED_GRACE,
@@ -924,8 +923,8 @@ class Engine:
         self.initiate_connection(connection).addBoth(done)
 
     def _renegotiate_phase1(self, sa: IsakmpSA) -> None:
-        newer = [o for o in self.sadb.isakmp_by_peer(sa.name, sa.remote[0])
-                 if o is not sa and o.ready and not o.replaced]
+        newer = [o for o in self.sadb.isakmp_live_by_peer(sa.name, sa.remote[0])
+                 if o is not sa and o.ready]
         if newer:
             return
         d = self.initiate_phase1(sa.name, force=True)

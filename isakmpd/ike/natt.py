@@ -44,6 +44,7 @@ from isakmpd.wire.constants import (
     EncapsulationMode,
     IpsecAttr,
     PayloadType,
+    member,
 )
 from isakmpd.wire.payloads import NatDPayload, NatOaPayload, SaPayload, VendorPayload
 
@@ -186,7 +187,7 @@ def plain_mode(mode: int) -> EncapsulationMode:
     plain = _TO_PLAIN.get(mode)
     if plain is not None:
         return plain
-    return EncapsulationMode(mode)
+    return member(EncapsulationMode, mode)
 
 
 UDP_ENCAP_MODES = frozenset(_TO_PLAIN)

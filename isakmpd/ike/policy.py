@@ -79,6 +79,7 @@ from isakmpd.wire.constants import (
     NotifyType,
     ProtocolId,
     Situation,
+    member,
 )
 from isakmpd.wire.errors import DecodeError
 from isakmpd.wire.payloads import IdPayload, ProposalPayload, SaPayload, TransformPayload
@@ -1090,6 +1091,9 @@ _P2_KNOWN = {IpsecAttr.SA_LIFE_TYPE, IpsecAttr.SA_LIFE_DURATION, IpsecAttr.GROUP
              IpsecAttr.KEY_LENGTH}
 
 
+_ENCAPSULATIONS = frozenset(int(mode) for mode in EncapsulationMode)
+
+
 def _read_p2(protocol: int, transform: TransformPayload) -> _P2Offered:
     offered = _P2Offered(protocol, transform)
     try:
@@ -1122,8 +1126,7 @@ def _fill_p2(offered: _P2Offered) -> None:
     if problem:
         offered.problem = problem
         return
-    if offered.encapsulation is not None and offered.encapsulation not in set(
-            EncapsulationMode):
+    if offered.encapsulation is not None and offered.encapsulation not in _ENCAPSULATIONS:
         offered.problem = f"encapsulation mode {offered.encapsulation} is unknown"
         return
     if offered.auth is not None and offered.auth not in SUPPORTED_AUTH_ALG:
@@ -1328,7 +1331,7 @@ def _pick_protocols(group: list[ProposalPayload], suite: _P2SuiteConfig, nat_t: 
                 score, reason, lives = _p2_compare(read, xf, nat_t)
                 if reason is None:
                     mode = (xf.encapsulation if read.encapsulation is None
-                            else plain_mode(EncapsulationMode(read.encapsulation)))
+                            else plain_mode(read.encapsulation))
                     found = _Pick(proposal, read, proto, lives, mode)
                     break
                 if best is None or score > best[0]:
@@ -1352,10 +1355,12 @@ def _build_choice(group: list[ProposalPayload], picks: list[_Pick],
     choices: list[ProtocolChoice] = []
     shortened = False
     for pick in picks:
-        protocol = ProtocolId(pick.proposal.protocol_id)
+        protocol = member(ProtocolId, pick.proposal.protocol_id)
         our_spi = bytes(spi_for(protocol))
-        transform = replace(pick.read.transform)
-        transform.raw = None
+        received = pick.read.transform
+        # Sent back as received (RFC 2408 §4.2), re-encoded: no raw bytes kept.
+        transform = TransformPayload(received.number, received.transform_id,
+                                     list(received.attributes))
         reply_proposals.append(ProposalPayload(pick.proposal.number, protocol, our_spi,
                                                [transform]))
         shortened |= pick.lives.shortened
@@ -1371,10 +1376,8 @@ def _p2_reply_matches(mine: _P2Offered, reply: _P2Offered) -> tuple[bool, _LifeC
     result = _LifeCheck()
     if int(mine.transform.transform_id) != int(reply.transform.transform_id):
         return False, result
-    mine_mode = None if mine.encapsulation is None else plain_mode(
-        EncapsulationMode(mine.encapsulation))
-    reply_mode = None if reply.encapsulation is None else plain_mode(
-        EncapsulationMode(reply.encapsulation))
+    mine_mode = None if mine.encapsulation is None else plain_mode(mine.encapsulation)
+    reply_mode = None if reply.encapsulation is None else plain_mode(reply.encapsulation)
     if ((mine.auth, mine.group, mine.key_length) != (reply.auth, reply.group,
                                                       reply.key_length)
             or (reply_mode is not None and reply_mode != mine_mode)):
@@ -1439,7 +1442,7 @@ def quick_mode_accept(offer: SaPayload, reply: SaPayload, peer: str, *,
         ours_read, lives = match
         groups_seen.add(read.group)
         mode = (EncapsulationMode.TUNNEL if ours_read.encapsulation is None
-                else plain_mode(EncapsulationMode(ours_read.encapsulation)))
+                else plain_mode(ours_read.encapsulation))
         window = (replay_windows or {}).get(int(proposal.protocol_id), DEFAULT_REPLAY_WINDOW)
         choices.append(ProtocolChoice(
             ProtocolId(proposal.protocol_id), int(read.transform.transform_id), mode,

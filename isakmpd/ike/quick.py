@@ -65,6 +65,7 @@ from isakmpd.wire.constants import (
     NotifyType,
     PayloadType,
     ProtocolId,
+    member,
 )
 from isakmpd.wire.message import Message, encode_payload_chain
 from isakmpd.wire.payloads import (
@@ -146,7 +147,7 @@ class QuickMode(Exchange):
         except KernelError as error:
             raise ExchangeError(None, f"{self.describe()}: no SPI from the kernel: "
                                       f"{error}") from None
-        self._allocated.append((ProtocolId(protocol), bytes(spi)))
+        self._allocated.append((member(ProtocolId, protocol), bytes(spi)))
         return bytes(spi)
 
     def failure_cleanup(self) -> None:
@@ -494,7 +495,7 @@ class QuickMode(Exchange):
         pairs: list[SpiPair] = []
         try:
             for choice in self.suite.protocols:
-                protocol = ProtocolId(choice.protocol)
+                protocol = member(ProtocolId, choice.protocol)
                 if protocol == ProtocolId.IPSEC_ESP:
                     layout = esp_layout(choice.transform_id, choice.key_length,
                                         choice.auth_algorithm, ISAKMPD_ESP_DEFAULT_KEY_BITS)
@@ -555,7 +556,7 @@ class QuickMode(Exchange):
         local_ip, remote_ip = self.sa.local[0], self.sa.remote[0]
         local_net, remote_net = ids.id_selector(local_sel), ids.id_selector(remote_sel)
         proto = local_sel.protocol or remote_sel.protocol
-        common = {"protocol": proto, "protocol_sa": ProtocolId(outer.protocol), "mode": mode,
+        common = {"protocol": proto, "protocol_sa": member(ProtocolId, outer.protocol), "mode": mode,
                   "reqid": reqid}
         flows = [KernelFlow(local_net, remote_net, src_port=local_sel.port,
                             dst_port=remote_sel.port, direction="out",

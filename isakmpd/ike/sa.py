@@ -114,6 +114,7 @@ class IsakmpSA(_Timed):
     replaced: bool = False            # a newer ready SA with the same peer exists
     fading: bool = False              # soft-expired and not renegotiated
     timers: dict[str, Any] = field(default_factory=dict)
+    _cipher: tuple[Phase1Keys, Phase1Cipher] | None = field(default=None, repr=False)
 
     MAX_REMEMBERED_IDS = 256
 
@@ -136,9 +137,14 @@ class IsakmpSA(_Timed):
         return VID_DPD in self.peer_vids
 
     def cipher(self) -> Phase1Cipher:
-        if self.keys is None:
+        """The phase 1 cipher, keyed once per set of keys (every message uses it)."""
+        keys = self.keys
+        if keys is None:
             raise ValueError("this ISAKMP SA has no keys yet")
-        return self.keys.cipher()
+        cached = self._cipher
+        if cached is None or cached[0] is not keys:
+            cached = self._cipher = (keys, keys.cipher())
+        return cached[1]
 
     def remember_message_id(self, message_id: int) -> None:
         self.used_message_ids[message_id] = None
@@ -268,9 +274,13 @@ class SaDatabase:
         self._by_icookie: dict[bytes, list[IsakmpSA]] = {}
         self._isakmp_by_name: dict[str, list[IsakmpSA]] = {}
         self._isakmp_by_peer: dict[tuple[str, str], list[IsakmpSA]] = {}
+        # The same, without the SAs marked replaced: a new SA looks for the ones it
+        # replaces here, so rekeys do not make that search grow with the history.
+        self._isakmp_live: dict[tuple[str, str], list[IsakmpSA]] = {}
         self._ipsec: dict[IpsecSA, None] = {}
         self._ipsec_by_name: dict[str, list[IpsecSA]] = {}
         self._ipsec_by_peer: dict[tuple[str, str], list[IpsecSA]] = {}
+        self._ipsec_live: dict[tuple[str, str], list[IpsecSA]] = {}
         self._ipsec_by_isakmp: dict[IsakmpSA, list[IpsecSA]] = {}
 
     # -- ISAKMP SAs -------------------------------------------------------------
@@ -282,13 +292,27 @@ class SaDatabase:
         self._by_icookie.setdefault(sa.icookie, []).append(sa)
         self._isakmp_by_name.setdefault(sa.name.lower(), []).append(sa)
         self._isakmp_by_peer.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
+        if not sa.replaced:
+            self._isakmp_live.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
 
     def move_isakmp(self, sa: IsakmpSA, local: Address, remote: Address) -> None:
         """Give ``sa`` new endpoints (the float to the NAT-T port, a NAT rebinding)."""
         if sa in self._isakmp and remote[0] != sa.remote[0]:
-            _unindex(self._isakmp_by_peer, (sa.name.lower(), sa.remote[0]), sa)
-            self._isakmp_by_peer.setdefault((sa.name.lower(), remote[0]), []).append(sa)
+            old, new = (sa.name.lower(), sa.remote[0]), (sa.name.lower(), remote[0])
+            _unindex(self._isakmp_by_peer, old, sa)
+            self._isakmp_by_peer.setdefault(new, []).append(sa)
+            if not sa.replaced:
+                _unindex(self._isakmp_live, old, sa)
+                self._isakmp_live.setdefault(new, []).append(sa)
         sa.local, sa.remote = local, remote
+
+    def mark_replaced(self, sa: IsakmpSA | IpsecSA) -> None:
+        """A newer SA took over from ``sa`` (isakmpd's SA_FLAG_REPLACED)."""
+        if sa.replaced:
+            return
+        sa.replaced = True
+        live = self._isakmp_live if isinstance(sa, IsakmpSA) else self._ipsec_live
+        _unindex(live, (sa.name.lower(), sa.remote[0]), sa)
 
     def remove_isakmp(self, sa: IsakmpSA) -> None:
         sa.state = SaState.DEAD
@@ -299,6 +323,7 @@ class SaDatabase:
         _unindex(self._by_icookie, sa.icookie, sa)
         _unindex(self._isakmp_by_name, sa.name.lower(), sa)
         _unindex(self._isakmp_by_peer, (sa.name.lower(), sa.remote[0]), sa)
+        _unindex(self._isakmp_live, (sa.name.lower(), sa.remote[0]), sa)
 
     def isakmp_sas(self) -> list[IsakmpSA]:
         return list(self._isakmp)
@@ -331,6 +356,10 @@ class SaDatabase:
         """The SAs of peer section ``name`` with the peer at ``ip``, oldest first."""
         return list(self._isakmp_by_peer.get((name.lower(), ip), ()))
 
+    def isakmp_live_by_peer(self, name: str, ip: str) -> list[IsakmpSA]:
+        """:meth:`isakmp_by_peer` without the SAs marked replaced."""
+        return list(self._isakmp_live.get((name.lower(), ip), ()))
+
     def isakmp_for_peer(self, name: str, *, ready_only: bool = True) -> IsakmpSA | None:
         """The newest (ready) SA of peer section ``name``.
 
@@ -359,6 +388,8 @@ class SaDatabase:
         self._ipsec[sa] = None
         self._ipsec_by_name.setdefault(sa.name.lower(), []).append(sa)
         self._ipsec_by_peer.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
+        if not sa.replaced:
+            self._ipsec_live.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
         self._ipsec_by_isakmp.setdefault(sa.isakmp_sa, []).append(sa)
 
     def remove_ipsec(self, sa: IpsecSA) -> None:
@@ -369,6 +400,7 @@ class SaDatabase:
         del self._ipsec[sa]
         _unindex(self._ipsec_by_name, sa.name.lower(), sa)
         _unindex(self._ipsec_by_peer, (sa.name.lower(), sa.remote[0]), sa)
+        _unindex(self._ipsec_live, (sa.name.lower(), sa.remote[0]), sa)
         _unindex(self._ipsec_by_isakmp, sa.isakmp_sa, sa)
 
     def ipsec_sas(self) -> list[IpsecSA]:
@@ -383,6 +415,10 @@ class SaDatabase:
     def ipsec_by_peer(self, name: str, ip: str) -> list[IpsecSA]:
         """The SAs of connection ``name`` with the peer at ``ip``, oldest first."""
         return list(self._ipsec_by_peer.get((name.lower(), ip), ()))
+
+    def ipsec_live_by_peer(self, name: str, ip: str) -> list[IpsecSA]:
+        """:meth:`ipsec_by_peer` without the SAs marked replaced."""
+        return list(self._ipsec_live.get((name.lower(), ip), ()))
 
     def ipsec_by_our_spi(self, protocol: int, spi: bytes) -> IpsecSA | None:
         """The SA whose inbound SPI for ``protocol`` is ``spi``."""

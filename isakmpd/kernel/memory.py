@@ -29,7 +29,7 @@ from isakmpd.crypto.random import RandomSource
 from isakmpd.debug import DebugClass
 from isakmpd.kernel.interface import IKernel, KernelError, KernelFlow, KernelSA
 from isakmpd.wire import addresses
-from isakmpd.wire.constants import EncapsulationMode, ProtocolId
+from isakmpd.wire.constants import EncapsulationMode, ProtocolId, member
 
 __all__ = ["MemoryKernel"]
 
@@ -62,7 +62,7 @@ def _protocol(protocol: int) -> ProtocolId:
     if protocol not in _PROTOCOLS:
         raise KernelError(f"protocol {ProtocolId.describe(protocol)} is not supported by the "
                           "kernel interface (only IPSEC_ESP and IPSEC_AH)")
-    return ProtocolId(protocol)
+    return member(ProtocolId, protocol)
 
 
 def _spi(spi: bytes) -> bytes:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from typing import TypeVar
 
 
 class Named(enum.IntEnum):
@@ -61,6 +62,19 @@ class Named(enum.IntEnum):
         """Name of ``value`` if known, else ``'unknown (value)'`` (for logs)."""
         member = cls._value2member_map_.get(value)
         return f"unknown ({value})" if member is None else member.label  # type: ignore
+
+
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def member(cls: type[_E], value: object) -> _E:
+    """``cls(value)`` through the enum's value table: the same result (ValueError
+    for a value that is not a member) without the cost of EnumMeta.__call__,
+    which the per-message paths would otherwise pay for every field."""
+    try:
+        return cls._value2member_map_[value]  # type: ignore[return-value]
+    except (KeyError, TypeError):
+        raise ValueError(f"{value!r} is not a valid {cls.__name__}") from None
 
 
 # Each class's members by upper-case label, built on first use (from_label).
