@@ -122,11 +122,15 @@ class SaDatabaseTests(SynchronousTestCase):
         self.assertEqual((self.one.local, self.one.remote), ((WEST, 4500), ("203.0.113.7", 4501)))
         self.assertEqual(self.db.isakmp_by_peer("peer-east", EAST), [])
         self.assertEqual(self.db.isakmp_by_peer("peer-east", "203.0.113.7"), [self.one])
+        self.assertEqual(self.db.isakmp_by_address("203.0.113.7"), [self.one])
+        self.assertEqual(self.db.isakmp_by_address(EAST), [])
+        self.assertEqual(self.db.ipsec_by_address(EAST), [self.ipsec])
         # A port-only move (the float) keeps the entry.
         self.db.move_isakmp(self.one, (WEST, 4500), ("203.0.113.7", 4500))
         self.assertEqual(self.db.isakmp_by_peer("peer-east", "203.0.113.7"), [self.one])
         self.db.remove_isakmp(self.one)
         self.assertEqual(self.db.isakmp_by_peer("peer-east", "203.0.113.7"), [])
+        self.assertEqual(self.db.isakmp_by_address("203.0.113.7"), [])
 
     def test_replaced_sas_leave_the_live_index(self) -> None:
         """Rekeys must not make the search for predecessors grow with the history."""

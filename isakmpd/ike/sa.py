@@ -263,9 +263,10 @@ class SaDatabase:
     peer or connection name, by carrying ISAKMP SA) rather than scans: a gateway
     with thousands of peers must not pay per message for the others (and a
     road-warrior gateway has thousands of SAs under one section name, so SAs are
-    also indexed by name and peer address). An ISAKMP SA's endpoints change only
-    through :meth:`move_isakmp`, which keeps the index right; lookups by SPI,
-    which are set late and rare (DELETE), scan.
+    also indexed by peer address, alone and with the name). An ISAKMP SA's
+    endpoints change only through :meth:`move_isakmp`, which keeps the indexes
+    right (an IPsec SA's never change); lookups by SPI, which are set late and
+    rare (DELETE), scan.
     """
 
     def __init__(self) -> None:
@@ -277,10 +278,12 @@ class SaDatabase:
         # The same, without the SAs marked replaced: a new SA looks for the ones it
         # replaces here, so rekeys do not make that search grow with the history.
         self._isakmp_live: dict[tuple[str, str], list[IsakmpSA]] = {}
+        self._isakmp_by_ip: dict[str, list[IsakmpSA]] = {}
         self._ipsec: dict[IpsecSA, None] = {}
         self._ipsec_by_name: dict[str, list[IpsecSA]] = {}
         self._ipsec_by_peer: dict[tuple[str, str], list[IpsecSA]] = {}
         self._ipsec_live: dict[tuple[str, str], list[IpsecSA]] = {}
+        self._ipsec_by_ip: dict[str, list[IpsecSA]] = {}
         self._ipsec_by_isakmp: dict[IsakmpSA, list[IpsecSA]] = {}
 
     # -- ISAKMP SAs -------------------------------------------------------------
@@ -294,6 +297,7 @@ class SaDatabase:
         self._isakmp_by_peer.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
         if not sa.replaced:
             self._isakmp_live.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
+        self._isakmp_by_ip.setdefault(sa.remote[0], []).append(sa)
 
     def move_isakmp(self, sa: IsakmpSA, local: Address, remote: Address) -> None:
         """Give ``sa`` new endpoints (the float to the NAT-T port, a NAT rebinding)."""
@@ -304,6 +308,8 @@ class SaDatabase:
             if not sa.replaced:
                 _unindex(self._isakmp_live, old, sa)
                 self._isakmp_live.setdefault(new, []).append(sa)
+            _unindex(self._isakmp_by_ip, sa.remote[0], sa)
+            self._isakmp_by_ip.setdefault(remote[0], []).append(sa)
         sa.local, sa.remote = local, remote
 
     def mark_replaced(self, sa: IsakmpSA | IpsecSA) -> None:
@@ -324,6 +330,7 @@ class SaDatabase:
         _unindex(self._isakmp_by_name, sa.name.lower(), sa)
         _unindex(self._isakmp_by_peer, (sa.name.lower(), sa.remote[0]), sa)
         _unindex(self._isakmp_live, (sa.name.lower(), sa.remote[0]), sa)
+        _unindex(self._isakmp_by_ip, sa.remote[0], sa)
 
     def isakmp_sas(self) -> list[IsakmpSA]:
         return list(self._isakmp)
@@ -378,7 +385,8 @@ class SaDatabase:
         return ready[best]
 
     def isakmp_by_address(self, ip: str) -> list[IsakmpSA]:
-        return [sa for sa in self._isakmp if sa.remote[0] == ip]
+        """The SAs with the peer at ``ip``, oldest first."""
+        return list(self._isakmp_by_ip.get(ip, ()))
 
     # -- IPsec SAs --------------------------------------------------------------
 
@@ -390,6 +398,7 @@ class SaDatabase:
         self._ipsec_by_peer.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
         if not sa.replaced:
             self._ipsec_live.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
+        self._ipsec_by_ip.setdefault(sa.remote[0], []).append(sa)
         self._ipsec_by_isakmp.setdefault(sa.isakmp_sa, []).append(sa)
 
     def remove_ipsec(self, sa: IpsecSA) -> None:
@@ -401,6 +410,7 @@ class SaDatabase:
         _unindex(self._ipsec_by_name, sa.name.lower(), sa)
         _unindex(self._ipsec_by_peer, (sa.name.lower(), sa.remote[0]), sa)
         _unindex(self._ipsec_live, (sa.name.lower(), sa.remote[0]), sa)
+        _unindex(self._ipsec_by_ip, sa.remote[0], sa)
         _unindex(self._ipsec_by_isakmp, sa.isakmp_sa, sa)
 
     def ipsec_sas(self) -> list[IpsecSA]:
@@ -442,7 +452,8 @@ class SaDatabase:
         return list(self._ipsec_by_isakmp.get(isakmp, ()))
 
     def ipsec_by_address(self, ip: str) -> list[IpsecSA]:
-        return [sa for sa in self._ipsec if sa.remote[0] == ip]
+        """The SAs with the peer at ``ip``, oldest first."""
+        return list(self._ipsec_by_ip.get(ip, ()))
 
 
 def _unindex(index: dict[Any, list[Any]], key: Any, sa: Any) -> None:

@@ -31,6 +31,7 @@ def ip(text: str | bytes) -> IPAddress:
     return ipaddress.ip_address(text)
 
 
+@lru_cache(maxsize=_CACHED)
 def canonical(text: str) -> str:
     """The canonical text of a numeric address (IPv6 compressed, lower case)."""
     return ip(text).compressed
