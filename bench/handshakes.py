@@ -266,6 +266,7 @@ def bench_tunnels(transforms: str, count: int, *, memory: bool = False
     network.delivered.clear()
     responder.received.clear()
     responder.events.clear()
+    responder.finished.clear()
     responder.sender.sent.clear()
     network.clock.compact()
     gc.collect()

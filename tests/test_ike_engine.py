@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from isakmpd.crypto.random import SeededRandom
-from isakmpd.ike.exchange import ExchangeFailed
+from isakmpd.ike.exchange import ExchangeFailed, FinishedExchange
 from isakmpd.ike.sa import (
     ZERO_COOKIE,
     IpsecSA,
@@ -268,6 +268,30 @@ class RetransmissionTests(SynchronousTestCase):
         self.assertEqual(len(east.engine.sadb.isakmp_sas()), 1)
         self.assertEqual(len(west.engine.sadb.isakmp_sas()), 1)
         self.assertEqual(exchange_calls(network.clock), [])
+
+    def test_finished_exchange_keeps_only_what_answers_duplicates(self) -> None:
+        """The engine keeps a summary; an old or foreign message gets one log line."""
+        network, west, east = make_pair()
+        collect(west.engine.initiate_phase1("peer"))
+        network.run()
+        [main] = east.finished_of(ExchangeType.ID_PROT)
+        self.assertIsNotNone(main.dh_pair)          # the observer saw the whole exchange
+        [sa] = east.engine.sadb.isakmp_sas()
+        record = east.engine._finished[sa][0]
+        self.assertIsInstance(record, FinishedExchange)
+        self.assertFalse(hasattr(record, "dh_pair"))
+        self.assertFalse(hasattr(record, "__dict__"))
+        self.assertEqual(record.last_sent, network.delivered[5].data)
+        mm3 = network.delivered[2]
+        east_sent = len(east.sender.sent)
+        network.queue.append(mm3)       # an old message of the finished exchange
+        network.step()
+        self.assertEqual(len(east.sender.sent), east_sent)
+        self.assertIn("after the exchange finished, ignored", east.log_text())
+        self.assertTrue(sa.ready)
+        # The initiator's record answers nothing: its last message was not a reply.
+        [wsa] = west.engine.sadb.isakmp_sas()
+        self.assertIsNone(west.engine._finished[wsa][0].last_sent)
 
     def test_duplicate_first_message_answered_once_each(self) -> None:
         network, west, east = make_pair()

@@ -57,9 +57,8 @@ def pair6(*, west: dict | None = None, east: dict | None = None, host_ids: bool 
 
 
 def finished(node, exchange_type: int) -> list:
-    """The node's finished exchanges of a type, over all its ISAKMP SAs."""
-    return [x for kept in node.engine._finished.values() for x in kept.values()
-            if x.EXCHANGE_TYPE == exchange_type]
+    """The node's ended exchanges of a type."""
+    return node.finished_of(exchange_type)
 
 
 class Ipv6ExchangeTests(SynchronousTestCase):

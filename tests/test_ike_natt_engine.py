@@ -70,8 +70,7 @@ def set_general(node, tag: str, value: str) -> None:
 
 def finished(node, exchange_type: int) -> list:
     """The node's finished exchanges of a type, over all its ISAKMP SAs."""
-    return [x for kept in node.engine._finished.values() for x in kept.values()
-            if x.EXCHANGE_TYPE == exchange_type]
+    return node.finished_of(exchange_type)
 
 
 class KeepaliveTests(SynchronousTestCase):

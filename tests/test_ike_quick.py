@@ -221,15 +221,12 @@ class QuickModeTests(SynchronousTestCase):
         qm = [d for d in network.delivered if decode(d).exchange_type == ExchangeType.QUICK_MODE]
         self.assertTrue(all(4500 in (d.src[1], d.dst[1]) for d in qm))
         # The offer and the answer said UDP_ENCAP_TUNNEL (RFC 3947 §5.1).
-        [sa] = west.engine.sadb.isakmp_sas()
-        [exchange] = [x for x in west.engine._finished[sa].values()
-                      if x.EXCHANGE_TYPE == ExchangeType.QUICK_MODE]
+        self.assertEqual(len(west.engine.sadb.isakmp_sas()), 1)
+        [exchange] = west.finished_of(ExchangeType.QUICK_MODE)
         attribute = exchange.offer.proposals[0].transforms[0].attribute(
             IpsecAttr.ENCAPSULATION_MODE)
         self.assertEqual(attribute.value, EncapsulationMode.UDP_ENCAP_TUNNEL)
-        [esa] = east.engine.sadb.isakmp_sas()
-        [responder] = [x for x in east.engine._finished[esa].values()
-                       if x.EXCHANGE_TYPE == ExchangeType.QUICK_MODE]
+        [responder] = east.finished_of(ExchangeType.QUICK_MODE)
         attribute = responder.reply_sa.proposals[0].transforms[0].attribute(
             IpsecAttr.ENCAPSULATION_MODE)
         self.assertEqual(attribute.value, EncapsulationMode.UDP_ENCAP_TUNNEL)

@@ -64,7 +64,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from isakmpd.ike import policy
-from isakmpd.ike.exchange import Exchange, ExchangeFailed
+from isakmpd.ike.exchange import Exchange, ExchangeFailed, FinishedExchange
 from isakmpd.ike.sa import ZERO_COOKIE, Address, IpsecSA, IsakmpSA, SaDatabase, SaState
 from isakmpd.kernel.interface import KernelError
 from isakmpd.transport.interface import IDatagramHandler
@@ -122,7 +122,10 @@ class Engine:
         self.log = log if log is not None else Logger()
         self.sadb = SaDatabase()
         self._exchanges: dict[tuple[IsakmpSA, int], Exchange] = {}
-        self._finished: dict[IsakmpSA, OrderedDict[int, Exchange]] = {}
+        self._finished: dict[IsakmpSA, OrderedDict[int, FinishedExchange]] = {}
+        # Called with every exchange that ends, before it is reduced to a
+        # FinishedExchange (tests and reports look at what was negotiated).
+        self.on_exchange_done: list[Callable[[Exchange], None]] = []
         self._phase1_running: dict[str, Exchange] = {}   # peer section (lower) -> exchange
         self.contacted: set[str] = set()                  # peer IPs sent INITIAL-CONTACT
         self.running = True
@@ -228,10 +231,12 @@ class Engine:
             running = self._phase1_running.get(exchange.sa.name.lower())
             if running is exchange:
                 del self._phase1_running[exchange.sa.name.lower()]
+        for observer in self.on_exchange_done:
+            observer(exchange)
         if exchange.sa.state is not SaState.DEAD and not (exchange.PHASE == 1
                                                           and exchange.failed):
             kept = self._finished.setdefault(exchange.sa, OrderedDict())
-            kept[exchange.message_id] = exchange
+            kept[exchange.message_id] = FinishedExchange(exchange)
             while len(kept) > _FINISHED_KEPT:
                 kept.popitem(last=False)
 
@@ -239,7 +244,7 @@ class Engine:
         """The exchanges in progress."""
         return list(self._exchanges.values())
 
-    def _finished_exchange(self, sa: IsakmpSA, message_id: int) -> Exchange | None:
+    def _finished_exchange(self, sa: IsakmpSA, message_id: int) -> FinishedExchange | None:
         return self._finished.get(sa, {}).get(message_id)
 
     # -- API: starting SAs ---------------------------------------------------------
@@ -513,9 +518,9 @@ class Engine:
         self.log.info("{sa}: peer {ip} talks on port {port}: moved to the NAT-T port",
                       sa=sa.describe(), ip=remote[0], port=local[1])
 
-    def _exchanges_of(self, sa: IsakmpSA) -> list[Exchange]:
-        running = [exchange for (owner, _mid), exchange in self._exchanges.items()
-                   if owner is sa]
+    def _exchanges_of(self, sa: IsakmpSA) -> list[Exchange | FinishedExchange]:
+        running: list[Exchange | FinishedExchange] = [
+            exchange for (owner, _mid), exchange in self._exchanges.items() if owner is sa]
         return running + list(self._finished.get(sa, {}).values())
 
     def _adopt_rcookie(self, header: Header, remote: Address) -> IsakmpSA | None:
@@ -667,8 +672,9 @@ class Engine:
             exchange.abort("first message dropped")
             self._exchanges.pop((sa, mid), None)
             kept = self._finished.get(sa)
-            if kept is not None and kept.get(mid) is exchange:
-                del kept[mid]
+            if kept is not None:
+                # Its record, just made: the ID was unused before (checked above).
+                kept.pop(mid, None)
         else:
             sa.remember_message_id(mid)
 

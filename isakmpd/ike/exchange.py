@@ -426,3 +426,52 @@ class Exchange:
                 self.engine.log.debug("{exchange}: unexpected {payload} payload ignored",
                                       exchange=self.describe(),
                                       payload=payload_label(payload_type))
+
+
+class FinishedExchange:
+    """What the engine keeps of a finished exchange: enough to answer retransmissions.
+
+    A peer that missed our final message sends its own last one again, and gets
+    ours once more (inventory §4.1: the final message is only resent on demand);
+    any other message for the exchange is dropped with a log line. Everything
+    else the exchange held (DH values, nonces, offers, decoded messages) is let
+    go: a gateway keeps one of these per exchange of every live ISAKMP SA.
+    """
+
+    __slots__ = ("EXCHANGE_TYPE", "PHASE", "_description", "_resend", "engine",
+                 "last_received", "last_sent", "local", "message_id", "remote", "sa")
+
+    failed = False
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.EXCHANGE_TYPE = exchange.EXCHANGE_TYPE
+        self.PHASE = exchange.PHASE
+        self.engine = exchange.engine
+        self.sa = exchange.sa
+        self.message_id = exchange.message_id
+        self.local, self.remote = exchange.local, exchange.remote
+        self.last_received = exchange.last_received
+        # Resend only when our last message answered the peer's last one.
+        self._resend = exchange.last_sent is not None and exchange._replied_to_last
+        self.last_sent = exchange.last_sent if self._resend else None
+        self._description = exchange.describe()
+
+    def describe(self) -> str:
+        return self._description
+
+    def receive(self, data: bytes, header: Header, local: Address, remote: Address) -> None:
+        """A message for the finished exchange: resend our answer to a duplicate."""
+        if data == self.last_received:
+            if self.last_sent is not None:
+                self.engine.log.debug("{exchange}: duplicate message, resending our reply",
+                                      exchange=self._description)
+                self.engine.transmit(self.last_sent, self.local, self.remote)
+            else:
+                self.engine.log.debug("{exchange}: duplicate message ignored",
+                                      exchange=self._description)
+            return
+        self.engine.log.info("{exchange}: message ({header}) after the exchange finished, "
+                             "ignored", exchange=self._description, header=header.describe())
+
+    def __repr__(self) -> str:
+        return f"<finished {self._description}>"

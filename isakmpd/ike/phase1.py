@@ -71,6 +71,9 @@ NONCE_MIN, NONCE_MAX = 8, 256  # RFC 2409 §5: 8..256 bytes
 _NAT_D = (PayloadType.NAT_D, PayloadType.NAT_D_DRAFT)
 
 
+# Vendor IDs we recognise, to share one bytes object among all SAs.
+_KNOWN_VIDS = {vid: vid for vid in (*NAT_T_VIDS, *natt.DRAFT_VIDS, VID_DPD, VID_OPENBSD)}
+
 class Phase1(Exchange):
     """What Main Mode and Aggressive Mode share."""
 
@@ -171,11 +174,15 @@ class Phase1(Exchange):
         return [VendorPayload(v) for v in vids]
 
     def take_vendor_ids(self, message: Message) -> None:
+        vids = list(self.sa.peer_vids)
         for payload in message.find(PayloadType.VENDOR):
             data = bytes(payload.data)
-            self.sa.peer_vids.add(data)
+            if data not in vids:
+                # One shared copy of the well-known ones: every SA keeps its peer's.
+                vids.append(_KNOWN_VIDS.get(data, data))
             if data == VID_OPENBSD:
                 self.sa.openbsd_peer = True
+        self.sa.peer_vids = tuple(vids)
         capability = natt.peer_capabilities(self.sa.peer_vids)
         if self.engine.nat_t and capability.nat_t:
             self.sa.nat.peer_capable = True

@@ -97,7 +97,7 @@ class IsakmpSA(_Timed):
     keys: Phase1Keys | None = None
     iv: IvChain | None = None        # phase 1 chain; its final value seeds phase 2 IVs
     nat: NatState = field(default_factory=NatState)
-    peer_vids: set[bytes] = field(default_factory=set)
+    peer_vids: tuple[bytes, ...] = ()     # distinct, in the order received
     local_id: IdPayload | None = None
     remote_id: IdPayload | None = None
     stay_alive: bool = False

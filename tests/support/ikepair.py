@@ -154,6 +154,15 @@ class Node:
     events: list[dict]
     received: list[Datagram] = field(default_factory=list)
     diagnostics: list = field(default_factory=list)
+    #: Every exchange that ended, as it was (the engine keeps only a summary).
+    finished: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.engine.on_exchange_done.append(self.finished.append)
+
+    def finished_of(self, exchange_type: int) -> list:
+        """The ended exchanges of one type, oldest first."""
+        return [x for x in self.finished if x.EXCHANGE_TYPE == exchange_type]
 
     def lines(self) -> list[str]:
         return [formatEvent(e) for e in self.events]
