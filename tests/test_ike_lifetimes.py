@@ -33,12 +33,19 @@ def spis(node: Node) -> set[bytes]:
 
 
 def hard_at(clock, sa) -> float:
-    [call] = [c for c in lifetime_calls(clock, sa) if c.func.__name__ == "_hard_expired"]
-    return call.getTime()
+    """When ``sa`` expires hard: its timer is armed once the soft one has fired."""
+    calls = [c for c in lifetime_calls(clock, sa) if c.func.__name__ == "_hard_expired"]
+    if calls:
+        [call] = calls
+        assert call.getTime() == sa.hard_at, (call.getTime(), sa.hard_at)
+    else:
+        assert soft_at(clock, sa) < sa.hard_at
+    return sa.hard_at
 
 
 def soft_at(clock, sa) -> float:
     [call] = [c for c in lifetime_calls(clock, sa) if c.func.__name__ == "_soft_expired"]
+    assert call.getTime() == sa.soft_at, (call.getTime(), sa.soft_at)
     return call.getTime()
 
 
@@ -62,6 +69,17 @@ class TimerTests(SynchronousTestCase):
             # Kilobytes and seconds also go to the kernel.
             self.assertTrue(all(k.life_seconds == 1200 for k in node.kernel.sas.values()))
         self.assertEqual(exchange_calls(clock), [])
+
+    def test_one_timer_per_sa_soft_then_hard(self) -> None:
+        """Only the next expiry has a timer: soft, then (from it) hard at hard_at."""
+        clock = self.network.clock
+        [ipsec] = self.east.engine.sadb.ipsec_sas()
+        [call] = lifetime_calls(clock, ipsec)
+        self.assertEqual((call.func.__name__, call.getTime()), ("_soft_expired", ipsec.soft_at))
+        clock.advance(ipsec.soft_at - clock.seconds())
+        [call] = lifetime_calls(clock, ipsec)
+        self.assertEqual((call.func.__name__, call.getTime()), ("_hard_expired", 1200))
+        self.assertTrue(ipsec.fading or ipsec.ready)
 
     def test_soft_expiry_is_random_per_sa(self) -> None:
         clock = self.network.clock
@@ -101,7 +119,7 @@ class TimerTests(SynchronousTestCase):
             self.assertIsNone(ipsec.life_seconds)
             self.assertEqual(lifetime_calls(network.clock, ipsec), [])
             [isakmp] = node.engine.sadb.isakmp_sas()
-            self.assertEqual(len(lifetime_calls(network.clock, isakmp)), 2)
+            self.assertEqual(len(lifetime_calls(network.clock, isakmp)), 1)
 
 
 class RekeyTests(SynchronousTestCase):

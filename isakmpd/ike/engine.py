@@ -840,22 +840,26 @@ class Engine:
         return False
 
     def _arm(self, sa: IsakmpSA | IpsecSA, *, since: float | None = None) -> None:
-        """(Re)schedule soft and hard expiry of a ready SA from ``since`` (now)."""
+        """(Re)schedule soft and hard expiry of a ready SA from ``since`` (now).
+
+        ``soft_at``/``hard_at`` say when; only the next of the two has a timer (the
+        soft one schedules the hard one), which halves what thousands of SAs keep.
+        """
         for purpose in ("soft", "hard"):
             call = sa.timers.pop(purpose, None)
             if call is not None and call.active():
                 call.cancel()
         lifetime = sa.life_seconds
         if not lifetime or lifetime <= 0:
+            sa.soft_at = sa.hard_at = None
             return
-        start = self.now() if since is None else since
+        now = self.now()
+        start = now if since is None else since
         low, high = SOFT_EXPIRY_PERMILLE
-        soft = lifetime * (low + self.rng.randbelow(high - low + 1)) / 1000
-        elapsed = self.now() - start
-        sa.timers["soft"] = self.clock.callLater(max(0.0, soft - elapsed),
+        sa.soft_at = start + lifetime * (low + self.rng.randbelow(high - low + 1)) / 1000
+        sa.hard_at = start + lifetime
+        sa.timers["soft"] = self.clock.callLater(max(0.0, sa.soft_at - now),
                                                  self._soft_expired, sa)
-        sa.timers["hard"] = self.clock.callLater(max(0.0, lifetime - elapsed),
-                                                 self._hard_expired, sa)
 
     def _replace(self, old: IpsecSA, new: IpsecSA, *, delete: bool) -> None:
         self.sadb.mark_replaced(old)
@@ -873,6 +877,9 @@ class Engine:
 
     def _soft_expired(self, sa: IsakmpSA | IpsecSA) -> None:
         sa.timers.pop("soft", None)
+        if sa.state is not SaState.DEAD and sa.hard_at is not None:
+            sa.timers["hard"] = self.clock.callLater(max(0.0, sa.hard_at - self.now()),
+                                                     self._hard_expired, sa)
         if not sa.ready or not self.running:
             return
         if isinstance(sa, IsakmpSA):

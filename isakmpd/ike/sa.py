@@ -113,6 +113,10 @@ class IsakmpSA(_Timed):
     life_seconds: int | None = None  # what the timers use (28800 when none negotiated)
     replaced: bool = False            # a newer ready SA with the same peer exists
     fading: bool = False              # soft-expired and not renegotiated
+    # Expiry (engine clock time) while ready with a lifetime; timers holds only
+    # the next one's call.
+    soft_at: float | None = None
+    hard_at: float | None = None
     timers: dict[str, Any] = field(default_factory=dict)
     _cipher: tuple[Phase1Keys, Phase1Cipher] | None = field(default=None, repr=False)
 
@@ -201,6 +205,10 @@ class IpsecSA(_Timed):
     nonces: tuple[bytes, bytes] = (b"", b"")
     replaced: bool = False
     fading: bool = False
+    # Expiry (engine clock time) while ready with a lifetime; timers holds only
+    # the next one's call.
+    soft_at: float | None = None
+    hard_at: float | None = None
     timers: dict[str, Any] = field(default_factory=dict)
     # NAT-T transport mode (RFC 3947 §5.2): the original addresses the peer sent in
     # NAT-OAi / NAT-OAr, (initiator's, responder's); the kernel needs the peer's one
