@@ -32,6 +32,7 @@ from typing import Any
 
 from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import globalLogBeginner
 from zope.interface import implementer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -297,6 +298,9 @@ def bench_quick_modes(transforms: str, count: int) -> float:
 
 
 def main() -> None:
+    # Module-level loggers go to the global publisher, which buffers events until
+    # logging begins (a daemon begins at once); discard them like a quiet daemon.
+    globalLogBeginner.beginLoggingTo([], discardBuffer=True, redirectStandardIO=False)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tunnels", type=int, default=200, help="initiators per run")
     parser.add_argument("--quick", type=int, default=200, help="Quick Modes on one SA")

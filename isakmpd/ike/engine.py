@@ -345,8 +345,8 @@ class Engine:
             # After a rekey the successor installed the same policy (the kernel
             # replaced it): hand the policy to the newest other SA rather than
             # deleting the successor's traffic protection.
-            heirs = [f for other in self.sadb.ipsec_by_peer(ipsec.name, ipsec.remote[0])
-                     if other is not ipsec and other.state is not SaState.DEAD
+            heirs = [f for other in self.sadb.ipsec_by_address(ipsec.remote[0])
+                     if other is not ipsec and other.name.lower() == ipsec.name.lower() and other.state is not SaState.DEAD
                      for f in other.flows if f.selector() == flow.selector()]
             try:
                 if heirs:
@@ -509,7 +509,7 @@ class Engine:
         if (sa.nat.floated or not self.nat_t or local[1] != self.nat_t_port
                 or self.nat_t_port == self.port or sa.state is SaState.DEAD):
             return
-        accepted = any(exchange.sa is sa and exchange.last_received == data
+        accepted = any(exchange.sa is sa and exchange.received_last(data)
                        for exchange in self._exchanges_of(sa))
         if not accepted:
             return

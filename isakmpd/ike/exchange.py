@@ -28,6 +28,7 @@ drop the message. Nothing here raises out of :meth:`Exchange.receive`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -327,6 +328,10 @@ class Exchange:
                 self.fail(ExchangeError(None, f"{self.describe()}: internal error: "
                                               f"{error!r}"), log=False)
 
+    def received_last(self, data: bytes) -> bool:
+        """Was ``data`` the last message this exchange took?"""
+        return data == self.last_received
+
     def is_duplicate(self, data: bytes) -> bool:
         return data == self.last_received or data in self._seen
 
@@ -428,6 +433,10 @@ class Exchange:
                                       payload=payload_label(payload_type))
 
 
+def _digest(data: bytes | None) -> bytes | None:
+    return None if data is None else hashlib.blake2b(data, digest_size=16).digest()
+
+
 class FinishedExchange:
     """What the engine keeps of a finished exchange: enough to answer retransmissions.
 
@@ -438,8 +447,8 @@ class FinishedExchange:
     go: a gateway keeps one of these per exchange of every live ISAKMP SA.
     """
 
-    __slots__ = ("EXCHANGE_TYPE", "PHASE", "_description", "_resend", "engine",
-                 "last_received", "last_sent", "local", "message_id", "remote", "sa")
+    __slots__ = ("EXCHANGE_TYPE", "PHASE", "_description", "_last_digest", "_resend",
+                 "engine", "last_sent", "local", "message_id", "remote", "sa")
 
     failed = False
 
@@ -450,7 +459,8 @@ class FinishedExchange:
         self.sa = exchange.sa
         self.message_id = exchange.message_id
         self.local, self.remote = exchange.local, exchange.remote
-        self.last_received = exchange.last_received
+        # A digest, not the message: only equality is ever asked.
+        self._last_digest = _digest(exchange.last_received)
         # Resend only when our last message answered the peer's last one.
         self._resend = exchange.last_sent is not None and exchange._replied_to_last
         self.last_sent = exchange.last_sent if self._resend else None
@@ -459,9 +469,13 @@ class FinishedExchange:
     def describe(self) -> str:
         return self._description
 
+    def received_last(self, data: bytes) -> bool:
+        """Was ``data`` the last message the exchange took?"""
+        return self._last_digest is not None and _digest(data) == self._last_digest
+
     def receive(self, data: bytes, header: Header, local: Address, remote: Address) -> None:
         """A message for the finished exchange: resend our answer to a duplicate."""
-        if data == self.last_received:
+        if self.received_last(data):
             if self.last_sent is not None:
                 self.engine.log.debug("{exchange}: duplicate message, resending our reply",
                                       exchange=self._description)

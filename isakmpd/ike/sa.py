@@ -56,6 +56,7 @@ class SaState(enum.Enum):
 class _Timed:
     """Expiry timers of an SA (IDelayedCalls by purpose), cancelled when it goes."""
 
+    __slots__ = ()
     timers: dict[str, Any]
 
     def cancel_timers(self) -> None:
@@ -65,7 +66,7 @@ class _Timed:
         self.timers.clear()
 
 
-@dataclass
+@dataclass(slots=True)
 class NatState:
     """NAT traversal facts of one ISAKMP SA (RFC 3947, inventory §4.8)."""
 
@@ -80,7 +81,8 @@ class NatState:
         return self.we_are_behind or self.peer_is_behind
 
 
-@dataclass(eq=False)
+# Slots: a gateway keeps one of each per tunnel.
+@dataclass(eq=False, slots=True)
 class IsakmpSA(_Timed):
     """One ISAKMP SA (phase 1), ready or being negotiated."""
 
@@ -166,7 +168,7 @@ class IsakmpSA(_Timed):
         return f"<{self.describe()}>"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpiPair:
     """The two SPIs of one protocol of an IPsec SA: ours (inbound) and the peer's."""
 
@@ -175,7 +177,7 @@ class SpiPair:
     peer_spi: bytes
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class IpsecSA(_Timed):
     """One IPsec SA bundle (phase 2): every protocol negotiated by one Quick Mode."""
 
@@ -282,14 +284,13 @@ class SaDatabase:
         self._isakmp: dict[IsakmpSA, None] = {}
         self._by_icookie: dict[bytes, list[IsakmpSA]] = {}
         self._isakmp_by_name: dict[str, list[IsakmpSA]] = {}
-        self._isakmp_by_peer: dict[tuple[str, str], list[IsakmpSA]] = {}
-        # The same, without the SAs marked replaced: a new SA looks for the ones it
-        # replaces here, so rekeys do not make that search grow with the history.
+        # By (name, peer address), without the SAs marked replaced: a new SA looks
+        # for the ones it replaces here, so rekeys do not make that search grow
+        # with the history.
         self._isakmp_live: dict[tuple[str, str], list[IsakmpSA]] = {}
         self._isakmp_by_ip: dict[str, list[IsakmpSA]] = {}
         self._ipsec: dict[IpsecSA, None] = {}
         self._ipsec_by_name: dict[str, list[IpsecSA]] = {}
-        self._ipsec_by_peer: dict[tuple[str, str], list[IpsecSA]] = {}
         self._ipsec_live: dict[tuple[str, str], list[IpsecSA]] = {}
         self._ipsec_by_ip: dict[str, list[IpsecSA]] = {}
         self._ipsec_by_isakmp: dict[IsakmpSA, list[IpsecSA]] = {}
@@ -302,7 +303,6 @@ class SaDatabase:
         self._isakmp[sa] = None
         self._by_icookie.setdefault(sa.icookie, []).append(sa)
         self._isakmp_by_name.setdefault(sa.name.lower(), []).append(sa)
-        self._isakmp_by_peer.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
         if not sa.replaced:
             self._isakmp_live.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
         self._isakmp_by_ip.setdefault(sa.remote[0], []).append(sa)
@@ -311,8 +311,6 @@ class SaDatabase:
         """Give ``sa`` new endpoints (the float to the NAT-T port, a NAT rebinding)."""
         if sa in self._isakmp and remote[0] != sa.remote[0]:
             old, new = (sa.name.lower(), sa.remote[0]), (sa.name.lower(), remote[0])
-            _unindex(self._isakmp_by_peer, old, sa)
-            self._isakmp_by_peer.setdefault(new, []).append(sa)
             if not sa.replaced:
                 _unindex(self._isakmp_live, old, sa)
                 self._isakmp_live.setdefault(new, []).append(sa)
@@ -336,7 +334,6 @@ class SaDatabase:
         del self._isakmp[sa]
         _unindex(self._by_icookie, sa.icookie, sa)
         _unindex(self._isakmp_by_name, sa.name.lower(), sa)
-        _unindex(self._isakmp_by_peer, (sa.name.lower(), sa.remote[0]), sa)
         _unindex(self._isakmp_live, (sa.name.lower(), sa.remote[0]), sa)
         _unindex(self._isakmp_by_ip, sa.remote[0], sa)
 
@@ -367,12 +364,8 @@ class SaDatabase:
             return None
         return self.find_isakmp(cookies[:COOKIE_SIZE], cookies[COOKIE_SIZE:])
 
-    def isakmp_by_peer(self, name: str, ip: str) -> list[IsakmpSA]:
-        """The SAs of peer section ``name`` with the peer at ``ip``, oldest first."""
-        return list(self._isakmp_by_peer.get((name.lower(), ip), ()))
-
     def isakmp_live_by_peer(self, name: str, ip: str) -> list[IsakmpSA]:
-        """:meth:`isakmp_by_peer` without the SAs marked replaced."""
+        """The SAs of peer section ``name`` with the peer at ``ip`` not marked replaced."""
         return list(self._isakmp_live.get((name.lower(), ip), ()))
 
     def isakmp_for_peer(self, name: str, *, ready_only: bool = True) -> IsakmpSA | None:
@@ -403,7 +396,6 @@ class SaDatabase:
             return
         self._ipsec[sa] = None
         self._ipsec_by_name.setdefault(sa.name.lower(), []).append(sa)
-        self._ipsec_by_peer.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
         if not sa.replaced:
             self._ipsec_live.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
         self._ipsec_by_ip.setdefault(sa.remote[0], []).append(sa)
@@ -416,7 +408,6 @@ class SaDatabase:
             return
         del self._ipsec[sa]
         _unindex(self._ipsec_by_name, sa.name.lower(), sa)
-        _unindex(self._ipsec_by_peer, (sa.name.lower(), sa.remote[0]), sa)
         _unindex(self._ipsec_live, (sa.name.lower(), sa.remote[0]), sa)
         _unindex(self._ipsec_by_ip, sa.remote[0], sa)
         _unindex(self._ipsec_by_isakmp, sa.isakmp_sa, sa)
@@ -430,12 +421,8 @@ class SaDatabase:
     def ipsec_by_name(self, name: str) -> list[IpsecSA]:
         return list(self._ipsec_by_name.get(name.lower(), ()))
 
-    def ipsec_by_peer(self, name: str, ip: str) -> list[IpsecSA]:
-        """The SAs of connection ``name`` with the peer at ``ip``, oldest first."""
-        return list(self._ipsec_by_peer.get((name.lower(), ip), ()))
-
     def ipsec_live_by_peer(self, name: str, ip: str) -> list[IpsecSA]:
-        """:meth:`ipsec_by_peer` without the SAs marked replaced."""
+        """The SAs of connection ``name`` with the peer at ``ip`` not marked replaced."""
         return list(self._ipsec_live.get((name.lower(), ip), ()))
 
     def ipsec_by_our_spi(self, protocol: int, spi: bytes) -> IpsecSA | None:
