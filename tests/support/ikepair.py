@@ -25,6 +25,7 @@ from twisted.logger import Logger, formatEvent
 from zope.interface import implementer
 
 from isakmpd.config import load_config
+from isakmpd.config.store import Store
 from isakmpd.crypto.random import RandomSource, SeededRandom
 from isakmpd.ike.engine import Engine
 from isakmpd.kernel.memory import MemoryKernel
@@ -184,9 +185,17 @@ class Network:
         self.filters: list[Callable[[Datagram], list[Datagram]]] = []
 
     def add_node(self, name: str, ip: str, config_text: str, *, seed: int,
-                 nat_t: bool = True, rng: RandomSource | None = None) -> Node:
-        """An engine at ``ip``; its randomness is SeededRandom(seed) unless ``rng`` is given."""
-        store, diagnostics = load_config(config_text, f"<{name}>")
+                 nat_t: bool = True, rng: RandomSource | None = None,
+                 store: Store | None = None) -> Node:
+        """An engine at ``ip``; its randomness is SeededRandom(seed) unless ``rng`` is given.
+
+        ``store`` (optional) is used instead of loading ``config_text``: many engines
+        with the same configuration can share one (engines only read it).
+        """
+        if store is None:
+            store, diagnostics = load_config(config_text, f"<{name}>")
+        else:
+            diagnostics = []
         events: list[dict] = []
         log = Logger(namespace=f"isakmpd.{name}", observer=events.append)
         kernel = MemoryKernel(rng or SeededRandom(seed + 1000))
