@@ -56,10 +56,6 @@ def pair6(*, west: dict | None = None, east: dict | None = None, host_ids: bool 
                      west_ip=WEST6, east_ip=EAST6, west_net=west_net, east_net=east_net)
 
 
-def finished(node, exchange_type: int) -> list:
-    """The node's ended exchanges of a type."""
-    return node.finished_of(exchange_type)
-
 
 class Ipv6ExchangeTests(SynchronousTestCase):
     """Phase 1 + Quick Mode over IPv6, and what the memory kernels hold afterwards."""
@@ -109,7 +105,7 @@ class Ipv6ExchangeTests(SynchronousTestCase):
 
     def check_quick_mode_ids(self, node, id_type: IdType, local_net: str,
                              remote_net: str) -> None:
-        [exchange] = finished(node, ExchangeType.QUICK_MODE)
+        [exchange] = node.finished_of(ExchangeType.QUICK_MODE)
         ours, theirs = (exchange.idci, exchange.idcr) if exchange.initiator \
             else (exchange.idcr, exchange.idci)
         self.assertEqual((ours.id_type, theirs.id_type), (id_type, id_type))
@@ -254,7 +250,7 @@ class Ipv6NatTraversalTests(SynchronousTestCase):
         self.assertEqual(east_out.src, EAST6)
         self.assertEqual(east_out.encap[0], 4500)
         self.assertNotEqual(east_out.encap[1], 4500)
-        [initiator] = finished(west, ExchangeType.QUICK_MODE)
+        [initiator] = west.finished_of(ExchangeType.QUICK_MODE)
         attribute = initiator.offer.proposals[0].transforms[0].attribute(
             IpsecAttr.ENCAPSULATION_MODE)
         self.assertEqual(attribute.value, EncapsulationMode.UDP_ENCAP_TUNNEL)
@@ -266,8 +262,8 @@ class Ipv6NatTraversalTests(SynchronousTestCase):
     def test_transport_mode_nat_oa(self) -> None:
         _network, west, east, wipsec = self.establish(host_ids=True)
         [eipsec] = east.engine.sadb.ipsec_sas()
-        [initiator] = finished(west, ExchangeType.QUICK_MODE)
-        [responder] = finished(east, ExchangeType.QUICK_MODE)
+        [initiator] = west.finished_of(ExchangeType.QUICK_MODE)
+        [responder] = east.finished_of(ExchangeType.QUICK_MODE)
         # RFC 3947 §5.2: NAT-OA carries IPV6_ADDR original addresses.
         sent = initiator._nat_oa + responder._nat_oa
         self.assertEqual([p.payload_type for p in sent], [PayloadType.NAT_OA] * 4)

@@ -68,10 +68,6 @@ def set_general(node, tag: str, value: str) -> None:
     node.engine.store.set("General", tag, value, force=True)
 
 
-def finished(node, exchange_type: int) -> list:
-    """The node's finished exchanges of a type, over all its ISAKMP SAs."""
-    return node.finished_of(exchange_type)
-
 
 class KeepaliveTests(SynchronousTestCase):
     """RFC 3948 §2.3 keepalives from the NATed side (inventory §4.8)."""
@@ -215,8 +211,8 @@ class NatOaTests(SynchronousTestCase):
         network, west, east = west_behind_nat(west={"suites": TRANSPORT},
                                               east={"suites": TRANSPORT})
         wipsec, eipsec = self.establish(network, west)
-        [initiator] = finished(west, ExchangeType.QUICK_MODE)
-        [responder] = finished(east, ExchangeType.QUICK_MODE)
+        [initiator] = west.finished_of(ExchangeType.QUICK_MODE)
+        [responder] = east.finished_of(ExchangeType.QUICK_MODE)
         # The initiator sent its own address and the peer's as it knows them; the
         # responder its view: the initiator as the NAT shows it, and itself.
         self.assertEqual(responder.nat_oa_received, (WEST, EAST))
@@ -241,8 +237,8 @@ class NatOaTests(SynchronousTestCase):
         _wipsec, eipsec = self.establish(network, west)
         [wsa] = west.engine.sadb.isakmp_sas()
         self.assertFalse(wsa.nat.rfc)
-        [initiator] = finished(west, ExchangeType.QUICK_MODE)
-        [responder] = finished(east, ExchangeType.QUICK_MODE)
+        [initiator] = west.finished_of(ExchangeType.QUICK_MODE)
+        [responder] = east.finished_of(ExchangeType.QUICK_MODE)
         self.assertEqual([p.payload_type for p in initiator._nat_oa + responder._nat_oa],
                          [PayloadType.NAT_OA_DRAFT] * 4)
         attribute = initiator.offer.proposals[0].transforms[0].attribute(
@@ -253,8 +249,8 @@ class NatOaTests(SynchronousTestCase):
     def test_tunnel_mode_sends_none(self) -> None:
         network, west, east = west_behind_nat()
         wipsec, eipsec = self.establish(network, west)
-        [initiator] = finished(west, ExchangeType.QUICK_MODE)
-        [responder] = finished(east, ExchangeType.QUICK_MODE)
+        [initiator] = west.finished_of(ExchangeType.QUICK_MODE)
+        [responder] = east.finished_of(ExchangeType.QUICK_MODE)
         self.assertEqual(initiator._nat_oa + responder._nat_oa, [])
         self.assertIsNone(responder.nat_oa_received)
         self.assertIsNone(wipsec.nat_oa)
@@ -264,8 +260,8 @@ class NatOaTests(SynchronousTestCase):
         network, west, east = make_pair(west={"suites": TRANSPORT},
                                         east={"suites": TRANSPORT})
         wipsec, eipsec = self.establish(network, west)
-        [initiator] = finished(west, ExchangeType.QUICK_MODE)
-        [responder] = finished(east, ExchangeType.QUICK_MODE)
+        [initiator] = west.finished_of(ExchangeType.QUICK_MODE)
+        [responder] = east.finished_of(ExchangeType.QUICK_MODE)
         self.assertEqual(initiator._nat_oa + responder._nat_oa, [])
         self.assertIsNone(eipsec.nat_oa)
         self.assertIsNone(wipsec.peer_original_address)
@@ -332,7 +328,7 @@ class NatTDisabledTests(SynchronousTestCase):
         self.assertFalse(wsa.nat.peer_capable or wsa.nat.detected or wsa.nat.floated)
         self.assertTrue(all(sa.encap is None for sa in west.kernel.sas.values()))
         self.assertTrue(all(sa.encap is None for sa in east.kernel.sas.values()))
-        [initiator] = finished(west, ExchangeType.QUICK_MODE)
+        [initiator] = west.finished_of(ExchangeType.QUICK_MODE)
         self.assertEqual(natt.sa_encapsulations(initiator.offer),
                          {EncapsulationMode.TUNNEL})
         advance(network, 60, step=10)
