@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -66,3 +67,31 @@ class SystemRandomTests(SynchronousTestCase):
         rng = SystemRandom()
         self.assertEqual(len(rng.random_bytes(16)), 16)
         self.assertNotEqual(rng.random_bytes(16), rng.random_bytes(16))
+
+    def test_block_reads_hand_out_each_byte_once(self) -> None:
+        rng = SystemRandom()
+        reads: list[int] = []
+        real = os.urandom
+
+        def counting(count: int) -> bytes:
+            reads.append(count)
+            return real(count)
+
+        self.patch(os, "urandom", counting)
+        pieces = [rng.random_bytes(n) for n in (16, 32, 8) * 100]
+        self.assertEqual([len(p) for p in pieces], [16, 32, 8] * 100)
+        self.assertEqual(len(set(pieces)), len(pieces))
+        # 5,600 bytes from two 4 KiB reads, not 300 system calls.
+        self.assertEqual(reads, [SystemRandom.BLOCK, SystemRandom.BLOCK])
+        self.assertEqual(len(rng.random_bytes(10_000)), 10_000)    # large: direct
+        self.assertEqual(reads[-1], 10_000)
+        self.assertEqual(rng.random_bytes(0), b"")
+        self.assertRaises(ValueError, rng.random_bytes, -1)
+
+    def test_forked_child_forgets_the_parents_block(self) -> None:
+        from isakmpd.crypto import random as module
+        rng = SystemRandom()
+        rng.random_bytes(16)
+        self.assertNotEqual(rng._buffer, b"")
+        module._after_fork_in_child()     # what os.register_at_fork runs in a child
+        self.assertEqual((rng._buffer, rng._pos), (b"", 0))

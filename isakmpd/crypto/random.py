@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import weakref
 from typing import Protocol, runtime_checkable
 
 
@@ -55,10 +56,48 @@ class _IntegerMixin:
 
 
 class SystemRandom(_IntegerMixin):
-    """The operating system's CSPRNG."""
+    """The operating system's CSPRNG, read a block at a time.
+
+    Every cookie, nonce, SPI and message ID would otherwise cost a getrandom()
+    system call of its own; slices of one 4 KiB read are the same randomness.
+    Bytes are handed out once. A forked child drops what its parent had read, so
+    the two never hand out the same bytes.
+    """
+
+    BLOCK = 4096
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._pos = 0
+        _instances.add(self)
+
+    def _forget(self) -> None:
+        self._buffer = b""
+        self._pos = 0
 
     def random_bytes(self, count: int) -> bytes:
-        return os.urandom(count)
+        if count < 0:
+            raise ValueError("cannot produce a negative number of bytes")
+        if count > self.BLOCK:
+            return os.urandom(count)
+        end = self._pos + count
+        if end > len(self._buffer):
+            self._buffer = os.urandom(self.BLOCK)
+            self._pos, end = 0, count
+        out = self._buffer[self._pos:end]
+        self._pos = end
+        return out
+
+
+_instances: weakref.WeakSet[SystemRandom] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for instance in list(_instances):
+        instance._forget()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class SeededRandom(_IntegerMixin):
