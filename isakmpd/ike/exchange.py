@@ -447,23 +447,19 @@ class FinishedExchange:
     go: a gateway keeps one of these per exchange of every live ISAKMP SA.
     """
 
-    __slots__ = ("EXCHANGE_TYPE", "PHASE", "_description", "_last_digest", "_resend",
-                 "engine", "last_sent", "local", "message_id", "remote", "sa")
-
-    failed = False
+    __slots__ = ("EXCHANGE_TYPE", "_description", "_last_digest", "engine", "last_sent",
+                 "local", "remote", "sa")
 
     def __init__(self, exchange: Exchange) -> None:
         self.EXCHANGE_TYPE = exchange.EXCHANGE_TYPE
-        self.PHASE = exchange.PHASE
         self.engine = exchange.engine
         self.sa = exchange.sa
-        self.message_id = exchange.message_id
         self.local, self.remote = exchange.local, exchange.remote
         # A digest, not the message: only equality is ever asked.
         self._last_digest = _digest(exchange.last_received)
-        # Resend only when our last message answered the peer's last one.
-        self._resend = exchange.last_sent is not None and exchange._replied_to_last
-        self.last_sent = exchange.last_sent if self._resend else None
+        # Kept only when our last message answered the peer's last one (what a
+        # duplicate of it asks for again).
+        self.last_sent = exchange.last_sent if exchange._replied_to_last else None
         self._description = exchange.describe()
 
     def describe(self) -> str:
