@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -717,6 +718,38 @@ class QuickModeSelectTests(SynchronousTestCase):
         self.assertEqual(suite.pfs_group, 14)
         self.assertEqual(suite.describe(), "ESP:AES-128/HMAC_SHA2_256 TUNNEL PFS MODP_2048")
         wire(reply)
+
+    def test_remembered_choice_uses_each_offers_spis(self) -> None:
+        # The second offer has the same transforms, so the remembered choice is used;
+        # the SPIs in the reply and the suite are still that offer's and fresh ones.
+        store = conf()
+        first = p2_sa((1, ESP, [p2_xf(1, key=192)]), (2, ESP, [p2_xf(2, key=128)]))
+        second = p2_sa((1, ESP, [p2_xf(1, key=192)]), (2, ESP, [p2_xf(2, key=128)]))
+        second.proposals[1].spi = b"\xbe\xef\x00\x02"
+        second = wire(second)
+        _reply, one = policy.quick_mode_select(store, "west-east", first, SpiSource(0x100),
+                                               "192.0.2.2", False)
+        reply, two = policy.quick_mode_select(store, "west-east", second, SpiSource(0x200),
+                                              "192.0.2.2", False)
+        self.assertEqual((one.proposal_number, two.proposal_number), (2, 2))
+        self.assertEqual(one.protocols[0].peer_spi, b"\xca\xfe\x00\x02")
+        self.assertEqual(two.protocols[0].peer_spi, b"\xbe\xef\x00\x02")
+        self.assertEqual(two.protocols[0].our_spi, bytes.fromhex("00000201"))
+        self.assertEqual(reply.proposals[0].spi, bytes.fromhex("00000201"))
+        self.assertEqual(dataclasses.replace(one.protocols[0], our_spi=b"", peer_spi=b""),
+                         dataclasses.replace(two.protocols[0], our_spi=b"", peer_spi=b""))
+
+    def test_remembered_choice_follows_configuration_changes(self) -> None:
+        store = conf()
+        offer = p2_sa((1, ESP, [p2_xf(1, key=128)]))
+        _reply, suite = policy.quick_mode_select(store, "west-east", offer, SpiSource(0),
+                                                 "192.0.2.2", False)
+        self.assertEqual(suite.proposal_number, 1)
+        # Our suite no longer allows that offer: the old choice must not be reused.
+        store.set("qm-conf", "Suites", "QM-ESP-3DES-SHA-PFS-SUITE", force=True)
+        error = refusal(self, policy.quick_mode_select, store, "west-east", offer,
+                        SpiSource(0), "192.0.2.2", False)
+        self.assertEqual(error.notify, NotifyType.NO_PROPOSAL_CHOSEN)
 
     def test_bundle(self) -> None:
         sa = p2_sa((1, ESP, [p2_xf(1, auth=2, key=128, group=None)]),

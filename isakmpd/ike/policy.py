@@ -334,7 +334,7 @@ def _read_lives(transform: TransformPayload, type_attr: int, duration_attr: int
 # --- phase 1 ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Phase1Suite:
     """The chosen phase 1 transform.
 
@@ -848,7 +848,7 @@ def check_remote_id(store: Store, peer_section: str, received: IdPayload) -> Non
 # --- phase 2 ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProtocolChoice:
     """One protocol (ESP or AH) of the chosen phase 2 proposal.
 
@@ -881,7 +881,7 @@ class ProtocolChoice:
         return f"{short}:{text}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Phase2Suite:
     """The chosen phase 2 proposal: its protocols and PFS group (None: no PFS).
 
@@ -1270,6 +1270,17 @@ def quick_mode_select(store: Store, connection: str, offered: SaPayload,
     (``spi_for``, called only for the chosen protocols) and the chosen transform as
     received. Raises :class:`NegotiationError` (NO_PROPOSAL_CHOSEN).
     """
+    # Peers offer the same proposals again and again (every rekey, every tunnel of
+    # a gateway with one configuration): the choice, which depends on the offer's
+    # transforms and not on its SPIs, is remembered until the configuration changes.
+    shape = ("qm-select", connection.lower(), nat_t, _offer_shape(offered))
+    plan = store.memo(shape, lambda: _selection_plan(store, connection, offered, nat_t))
+    if plan is not None:
+        group_index, picked = plan
+        group = _groups(offered.proposals)[group_index]
+        picks = [_Pick(group[index], read, proto, lives, mode)
+                 for index, read, proto, lives, mode in picked]
+        return _build_choice(group, picks, spi_for)
     suites = _p2_suites(store, connection)
     best: tuple[int, str] | None = None
     for group in _groups(offered.proposals):
@@ -1296,6 +1307,37 @@ def quick_mode_select(store: Store, connection: str, offered: SaPayload,
     why = best[1] if best is not None else "nothing was offered"
     raise NegotiationError(_NOTIFY, f"peer {peer} offered {offered_text}, we accept "
                                     f"{ours_text} for connection {connection}: {why}")
+
+
+def _offer_shape(offered: SaPayload) -> tuple[object, ...]:
+    """What selection depends on: proposal numbers, protocols, transforms (no SPIs)."""
+    return tuple((proposal.number, int(proposal.protocol_id),
+                  tuple((transform.number, transform.raw if transform.raw is not None
+                         else transform.encode_body()) for transform in proposal.transforms))
+                 for proposal in offered.proposals)
+
+
+_PlannedPick = tuple[int, "_P2Offered", "_P2ProtoConfig", "_LifeCheck", EncapsulationMode]
+
+
+def _selection_plan(store: Store, connection: str, offered: SaPayload, nat_t: bool
+                    ) -> tuple[int, tuple[_PlannedPick, ...]] | None:
+    """The chosen group's index and, per protocol, (index in the group, reading,
+    our protocol section, lifetimes, mode); None when nothing is acceptable (the
+    caller then finds the reason)."""
+    suites = _p2_suites(store, connection)
+    for group_index, group in enumerate(_groups(offered.proposals)):
+        protocols = sorted(proposal.protocol_id for proposal in group)
+        for suite in suites:
+            if protocols != sorted(proto.protocol for proto in suite.protocols):
+                continue
+            picks = _pick_protocols(group, suite, nat_t)
+            if isinstance(picks, tuple):
+                continue
+            return group_index, tuple(
+                (group.index(pick.proposal), pick.read, pick.proto, pick.lives, pick.mode)
+                for pick in picks)
+    return None
 
 
 @dataclass
@@ -1518,6 +1560,30 @@ def find_passive_connection(store: Store, peer_section_or_none: str | None,
     if idci is None or idcr is None:
         idci = IdPayload.from_address(remote_ip)
         idcr = IdPayload.from_address(local_ip)
+    # The candidates the IDs select depend on the configuration only, and are
+    # remembered; whether one without Remote-ID takes this peer depends on its
+    # address, checked every time (a memo per peer address would grow with the
+    # number of peers).
+    key = ("passive", peer_section_or_none, _id_key(idci), _id_key(idcr))
+    matches = store.memo(key, lambda: _passive_matches(store, peer_section_or_none, idci,
+                                                       idcr))
+    for name, needs_address in matches:
+        if not needs_address:
+            return name
+        if nat_t or ids.ids_match(IdPayload.from_address(remote_ip), idci, check_ports=False):
+            return name
+    return None
+
+
+def _id_key(payload: IdPayload) -> tuple[int, bytes, int, int]:
+    return int(payload.id_type), bytes(payload.data), payload.protocol, payload.port
+
+
+def _passive_matches(store: Store, peer_section_or_none: str | None, idci: IdPayload,
+                     idcr: IdPayload) -> tuple[tuple[str, bool], ...]:
+    """The passive connections whose IDs fit, in order, each with whether it still
+    needs the peer's address to match IDci (it has no Remote-ID)."""
+    matches: list[tuple[str, bool]] = []
     for name in _passive_candidates(store):
         if not store.has(name):
             continue
@@ -1538,11 +1604,10 @@ def find_passive_connection(store: Store, peer_section_or_none: str | None,
             continue
         if remote_id is not None:
             if ids.ids_match(remote_id, idci):
-                return name
+                matches.append((name, False))
             continue
         network = ids.id_network(idci)
         if network is None or network.num_addresses != 1:
             continue
-        if nat_t or ids.ids_match(IdPayload.from_address(remote_ip), idci, check_ports=False):
-            return name
-    return None
+        matches.append((name, True))
+    return tuple(matches)
