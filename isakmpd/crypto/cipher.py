@@ -47,7 +47,12 @@ from dataclasses import dataclass
 # Blowfish, CAST5 and TripleDES live in the "decrepit" namespace since cryptography
 # 43; importing them from there emits no CryptographyDeprecationWarning.
 from cryptography.hazmat.decrepit.ciphers.algorithms import CAST5, Blowfish, TripleDES
-from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, modes
+from cryptography.hazmat.primitives.ciphers import (
+    BlockCipherAlgorithm,
+    Cipher,
+    CipherContext,
+    modes,
+)
 from cryptography.hazmat.primitives.ciphers.algorithms import AES
 
 from isakmpd.crypto.prf import CryptoError, KeyLengthError, UnsupportedAlgorithmError
@@ -209,7 +214,7 @@ class Phase1Cipher:
     a message uses. The object never shows its key (no key in ``repr``).
     """
 
-    __slots__ = ("_algorithm", "_spec")
+    __slots__ = ("_algorithm", "_block_decryptor", "_spec")
 
     def __init__(self, alg: int, key: bytes) -> None:
         spec = cipher_spec(alg)
@@ -219,6 +224,7 @@ class Phase1Cipher:
                 f"(allowed: {spec.allowed_bits()} bits)", "KEY_LENGTH", len(key) * 8)
         self._spec = spec
         self._algorithm = spec.factory(bytes(key))
+        self._block_decryptor: CipherContext | None = None
 
     @property
     def algorithm(self) -> EncryptionAlgorithm:
@@ -252,7 +258,21 @@ class Phase1Cipher:
         return enc.update(plaintext) + enc.finalize()
 
     def decrypt(self, iv: bytes, ciphertext: bytes) -> bytes:
-        """CBC-decrypt block-aligned ``ciphertext``; the padding is left in place."""
+        """CBC-decrypt block-aligned ``ciphertext``; the padding is left in place.
+
+        CBC decryption is P_i = D(C_i) xor C_(i-1), C_0 being the IV (NIST SP
+        800-38A §6.2): every block is deciphered independently, so one keyed
+        block decryptor (ECB, which keeps no state between blocks) serves all
+        messages of the SA, and the chaining is one xor over the whole message.
+        Setting up a CBC context per message would repeat the key schedule.
+        """
         self._check(iv, ciphertext)
-        dec = Cipher(self._algorithm, modes.CBC(bytes(iv))).decryptor()
-        return dec.update(ciphertext) + dec.finalize()
+        decryptor = self._block_decryptor
+        if decryptor is None:
+            decryptor = self._block_decryptor = Cipher(self._algorithm,
+                                                       modes.ECB()).decryptor()
+        blocks = decryptor.update(ciphertext)
+        chained = bytes(iv) + ciphertext[:-self._spec.block_size]
+        size = len(ciphertext)
+        return (int.from_bytes(blocks, "big") ^ int.from_bytes(chained, "big")
+                ).to_bytes(size, "big")

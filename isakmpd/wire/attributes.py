@@ -25,6 +25,7 @@ AF_TV = 0x8000                 # RFC 2408 §3.3: Attribute Format bit
 ATTRIBUTE_TYPE_MAX = 0x7fff    # the type is the low 15 bits of the first word
 TV_VALUE_MAX = 0xffff
 TLV_LENGTH_MAX = 0xffff
+_TYPE_AND_VALUE = struct.Struct("!HH")
 
 
 def enum_or_int(enum_class: type[enum.IntEnum] | None, value: int) -> int:
@@ -137,6 +138,8 @@ def decode_attributes(data: bytes, base_offset: int = 0, *,
     attributes: list[Attribute] = []
     pos = 0
     end = len(data)
+    names = types._value2member_map_ if types is not None else {}
+    unpack = _TYPE_AND_VALUE.unpack_from
     while pos < end:
         at = base_offset + pos
         if end - pos < 4:
@@ -144,8 +147,9 @@ def decode_attributes(data: bytes, base_offset: int = 0, *,
                 notify, at,
                 f"{context}: attribute at offset {at} is truncated: {end - pos} bytes left, "
                 f"an attribute needs at least 4")
-        word, length_or_value = struct.unpack_from("!HH", data, pos)
-        attr_type = enum_or_int(types, word & ATTRIBUTE_TYPE_MAX)
+        word, length_or_value = unpack(data, pos)
+        number = word & ATTRIBUTE_TYPE_MAX
+        attr_type = names.get(number, number)
         if word & AF_TV:
             attributes.append(Attribute(attr_type, length_or_value, offset=at))
             pos += 4

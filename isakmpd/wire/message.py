@@ -175,6 +175,9 @@ _ALLOWED_NEXT = frozenset({int(PayloadType.NONE), *(int(t) for t in TOP_LEVEL_TY
                            *range(PRIVATE_PAYLOAD_MIN, 256)})
 
 
+_GENERIC = struct.Struct("!BBH")
+
+
 def _walk(first_type: int, body: bytes, base_offset: int,
           allow_padding: bool) -> tuple[list[Payload], int]:
     payloads: list[Payload] = []
@@ -186,7 +189,7 @@ def _walk(first_type: int, body: bytes, base_offset: int,
         if left < GENERIC_HEADER_SIZE:
             raise _fail(NotifyType.UNEQUAL_PAYLOAD_LENGTHS, at,
                         f"{payload_label(current)} payload header truncated: {left} bytes left")
-        next_type, reserved, length = struct.unpack_from("!BBH", body, pos)
+        next_type, reserved, length = _GENERIC.unpack_from(body, pos)
         if next_type not in _ALLOWED_NEXT:
             _check_top_level_type(next_type, at, f"{payload_label(current)} payload")
         if reserved:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, NoReturn, Self
 
@@ -58,6 +59,7 @@ from isakmpd.wire.constants import (
     PayloadType,
     ProtocolId,
     Situation,
+    member,
 )
 from isakmpd.wire.errors import DecodeError
 
@@ -132,11 +134,13 @@ def _fail(notify: NotifyType, offset: int, message: str, *, silent: bool = False
     raise DecodeError(notify, offset, f"{message} (offset {offset})", silent=silent)
 
 
-def _need(body: bytes, size: int, offset: int, what: str) -> None:
-    """PAYLOAD_MALFORMED unless ``body`` has at least ``size`` bytes."""
-    if len(body) < size:
-        _fail(NotifyType.PAYLOAD_MALFORMED, offset,
-              f"{what} body is {len(body)} bytes, needs at least {size}")
+def _too_short(body: bytes, size: int, offset: int, what: str) -> NoReturn:
+    """PAYLOAD_MALFORMED: ``body`` is shorter than the ``size`` bytes it needs.
+
+    Decoders test the length inline (one comparison on every payload decoded) and
+    call this only to fail."""
+    _fail(NotifyType.PAYLOAD_MALFORMED, offset,
+          f"{what} body is {len(body)} bytes, needs at least {size}")
 
 
 def _check_u8(value: int, what: str) -> int:
@@ -162,6 +166,11 @@ def _short_hex(data: bytes, limit: int = 16) -> str:
     return text + ("..." if len(data) > limit else "")
 
 
+_GENERIC = struct.Struct("!BBH")
+_TRANSFORMS_ONLY = frozenset({PayloadType.TRANSFORM})
+_PROPOSALS_ONLY = frozenset({PayloadType.PROPOSAL})
+
+
 def _walk_chain(data: bytes, base_offset: int, first_type: int, allowed: frozenset[int],
                 context: str) -> list[tuple[int, bytes, int]]:
     """Walk a nested payload chain (proposals in an SA, transforms in a proposal).
@@ -180,7 +189,7 @@ def _walk_chain(data: bytes, base_offset: int, first_type: int, allowed: frozens
             _fail(NotifyType.BAD_PROPOSAL_SYNTAX, at,
                   f"{context}: {payload_label(current)} header truncated, "
                   f"{len(data) - pos} bytes left")
-        next_type, reserved, length = struct.unpack_from("!BBH", data, pos)
+        next_type, reserved, length = _GENERIC.unpack_from(data, pos)
         if reserved:
             _fail(NotifyType.PAYLOAD_MALFORMED, at + 1,
                   f"{context}: {payload_label(current)} reserved byte is {reserved:#04x}, "
@@ -211,7 +220,9 @@ def _generic(next_type: int, body: bytes) -> bytes:
     length = GENERIC_HEADER_SIZE + len(body)
     if length > 0xffff:
         raise ValueError(f"payload of {length} bytes exceeds the 16-bit length field")
-    return struct.pack("!BBH", _check_u8(next_type, "next payload"), 0, length) + body
+    if not 0 <= next_type <= 0xff:
+        raise ValueError(f"next payload {next_type} does not fit in one byte")
+    return _GENERIC.pack(next_type, 0, length) + body
 
 
 # Enums naming the values of transform attributes, per attribute enum class.
@@ -242,7 +253,7 @@ def _attribute_text(attribute: Attribute) -> str:
 # --- base ------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Payload:
     """A payload body. Subclasses set ``TYPE`` and implement the two codecs."""
 
@@ -283,20 +294,12 @@ class Payload:
         """A short one-line summary for logs."""
         return self.label
 
-    def _finish(self, body: bytes, offset: int) -> Self:
-        self.raw = bytes(body)
-        self.offset = offset
-        return self
-
-
-def _body_start(offset: int) -> int:
-    return offset + GENERIC_HEADER_SIZE
 
 
 # --- SA, proposal, transform (RFC 2408 §3.4–3.6, RFC 2407 §4.6.1) ------------
 
 
-@dataclass
+@dataclass(slots=True)
 class TransformPayload(Payload):
     """Transform: number, transform ID and data attributes (RFC 2408 §3.6).
 
@@ -318,8 +321,9 @@ class TransformPayload(Payload):
     @classmethod
     def decode_body(cls, body: bytes, offset: int, protocol_id: int = ProtocolId.ISAKMP,
                     ) -> Self:
-        start = _body_start(offset)
-        _need(body, 4, offset, "transform")
+        start = offset + GENERIC_HEADER_SIZE
+        if len(body) < 4:
+            _too_short(body, 4, offset, "transform")
         number, transform_id, reserved = struct.unpack_from("!BBH", body)
         if reserved:
             # isakmpd message_validate_transform: RESERVED2 must be zero.
@@ -332,7 +336,7 @@ class TransformPayload(Payload):
             body[4:], start + 4, types=types, notify=NotifyType.ATTRIBUTES_NOT_SUPPORTED,
             context=f"transform {number}")
         transform_id = enum_or_int(_TRANSFORM_IDS.get(protocol_id), transform_id)
-        return cls(number, transform_id, attributes)._finish(body, offset)
+        return cls(number, transform_id, attributes, raw=body, offset=offset)
 
     def attribute(self, attr_type: int) -> Attribute | None:
         """The first attribute of ``attr_type``, or None."""
@@ -346,7 +350,7 @@ class TransformPayload(Payload):
         return f"T#{self.number} {_name(self.transform_id)}({attrs})"
 
 
-@dataclass
+@dataclass(slots=True)
 class ProposalPayload(Payload):
     """Proposal: number, protocol ID, SPI (0–255 bytes) and transforms (RFC 2408 §3.5)."""
 
@@ -373,15 +377,16 @@ class ProposalPayload(Payload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
-        start = _body_start(offset)
-        _need(body, 4, offset, "proposal")
+        start = offset + GENERIC_HEADER_SIZE
+        if len(body) < 4:
+            _too_short(body, 4, offset, "proposal")
         number, protocol_id, spi_size, count = struct.unpack_from("!BBBB", body)
         if protocol_id not in _SPI_SIZES:
             # RFC 2408 §5.5; isakmpd ipsec_validate_proto.
             _fail(NotifyType.INVALID_PROTOCOL_ID, start + 1,
                   f"proposal {number}: protocol id {protocol_id} is not ISAKMP, AH, ESP "
                   "or IPCOMP")
-        protocol_id = ProtocolId(protocol_id)
+        protocol_id = member(ProtocolId, protocol_id)
         if spi_size not in _SPI_SIZES[protocol_id]:
             _fail(NotifyType.INVALID_SPI, start + 2,
                   f"proposal {number}: SPI size {spi_size} is invalid for "
@@ -394,7 +399,7 @@ class ProposalPayload(Payload):
             _fail(NotifyType.BAD_PROPOSAL_SYNTAX, start + 3,
                   f"proposal {number} has no transforms")
         items = _walk_chain(body[4 + spi_size:], start + 4 + spi_size, PayloadType.TRANSFORM,
-                            frozenset({PayloadType.TRANSFORM}), f"proposal {number}")
+                            _TRANSFORMS_ONLY, f"proposal {number}")
         if len(items) != count:
             _fail(NotifyType.BAD_PROPOSAL_SYNTAX, start + 3,
                   f"proposal {number} announces {count} transforms but carries {len(items)}")
@@ -403,11 +408,11 @@ class ProposalPayload(Payload):
             transform = TransformPayload.decode_body(tbody, toffset, protocol_id)
             # isakmpd message_validate_transform: strictly increasing numbers.
             if transforms and transform.number <= transforms[-1].number:
-                _fail(NotifyType.BAD_PROPOSAL_SYNTAX, _body_start(toffset),
+                _fail(NotifyType.BAD_PROPOSAL_SYNTAX, toffset + GENERIC_HEADER_SIZE,
                       f"proposal {number}: transform number {transform.number} does not "
                       f"follow {transforms[-1].number}")
             transforms.append(transform)
-        return cls(number, protocol_id, spi, transforms)._finish(body, offset)
+        return cls(number, protocol_id, spi, transforms, raw=body, offset=offset)
 
     def describe(self) -> str:
         spi = f" spi {self.spi.hex()}" if self.spi else ""
@@ -415,7 +420,7 @@ class ProposalPayload(Payload):
         return f"P#{self.number} {_name(self.protocol_id)}{spi} [{inner}]"
 
 
-@dataclass
+@dataclass(slots=True)
 class SaPayload(Payload):
     """Security Association: DOI, situation and proposals (RFC 2408 §3.4).
 
@@ -445,12 +450,14 @@ class SaPayload(Payload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
-        start = _body_start(offset)
-        _need(body, 4, offset, "SA")
+        start = offset + GENERIC_HEADER_SIZE
+        if len(body) < 4:
+            _too_short(body, 4, offset, "SA")
         (doi,) = struct.unpack_from("!I", body)
         situation: int | None
         if doi == Doi.IPSEC:
-            _need(body, 8, offset, "SA (IPsec DOI)")
+            if len(body) < 8:
+                _too_short(body, 8, offset, "SA (IPsec DOI)")
             (situation,) = struct.unpack_from("!I", body, 4)
             if situation != Situation.IDENTITY_ONLY:
                 _fail(NotifyType.SITUATION_NOT_SUPPORTED, start + 4,
@@ -465,18 +472,18 @@ class SaPayload(Payload):
         if pos == len(body):
             _fail(NotifyType.BAD_PROPOSAL_SYNTAX, start + pos, "SA payload has no proposals")
         items = _walk_chain(body[pos:], start + pos, PayloadType.PROPOSAL,
-                            frozenset({PayloadType.PROPOSAL}), "SA")
+                            _PROPOSALS_ONLY, "SA")
         proposals: list[ProposalPayload] = []
         for _type, pbody, poffset in items:
             proposal = ProposalPayload.decode_body(pbody, poffset)
             # RFC 2408 §4.2 / isakmpd message_validate_proposal: proposal numbers
             # never decrease (equal numbers form one AND-ed protection suite).
             if proposals and proposal.number < proposals[-1].number:
-                _fail(NotifyType.BAD_PROPOSAL_SYNTAX, _body_start(poffset),
+                _fail(NotifyType.BAD_PROPOSAL_SYNTAX, poffset + GENERIC_HEADER_SIZE,
                       f"SA: proposal number {proposal.number} follows "
                       f"{proposals[-1].number}")
             proposals.append(proposal)
-        return cls(Doi(doi), situation, proposals)._finish(body, offset)
+        return cls(member(Doi, doi), situation, proposals, raw=body, offset=offset)
 
     def describe(self) -> str:
         return f"SA doi {_name(self.doi)} " + " ".join(p.describe() for p in self.proposals)
@@ -485,7 +492,7 @@ class SaPayload(Payload):
 # --- simple payloads ---------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _DataPayload(Payload):
     """A payload whose body is one opaque byte string."""
 
@@ -496,48 +503,48 @@ class _DataPayload(Payload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
-        return cls(bytes(body))._finish(body, offset)
+        return cls(bytes(body), raw=body, offset=offset)
 
     def describe(self) -> str:
         return f"{self.label}({len(self.data)}: {_short_hex(self.data)})"
 
 
-@dataclass
+@dataclass(slots=True)
 class KeyExchangePayload(_DataPayload):
     """KE: the DH public value (RFC 2408 §3.7); its length is checked by the exchange."""
 
     TYPE: ClassVar[int] = PayloadType.KEY_EXCH
 
 
-@dataclass
+@dataclass(slots=True)
 class HashPayload(_DataPayload):
     """HASH (RFC 2408 §3.11)."""
 
     TYPE: ClassVar[int] = PayloadType.HASH
 
 
-@dataclass
+@dataclass(slots=True)
 class SignaturePayload(_DataPayload):
     """SIG (RFC 2408 §3.12)."""
 
     TYPE: ClassVar[int] = PayloadType.SIG
 
 
-@dataclass
+@dataclass(slots=True)
 class NoncePayload(_DataPayload):
     """NONCE (RFC 2408 §3.13); the 8–256 byte rule is the exchange's."""
 
     TYPE: ClassVar[int] = PayloadType.NONCE
 
 
-@dataclass
+@dataclass(slots=True)
 class VendorPayload(_DataPayload):
     """VID (RFC 2408 §3.16)."""
 
     TYPE: ClassVar[int] = PayloadType.VENDOR
 
 
-@dataclass
+@dataclass(slots=True)
 class NatDPayload(_DataPayload):
     """NAT-D: a hash of address and port (RFC 3947 §3.2). ``draft`` selects type 130."""
 
@@ -549,7 +556,7 @@ class NatDPayload(_DataPayload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int, draft: bool = False) -> Self:
-        return cls(bytes(body), draft)._finish(body, offset)
+        return cls(bytes(body), draft, raw=body, offset=offset)
 
 
 # --- identification (RFC 2407 §4.6.2) ----------------------------------------
@@ -578,7 +585,7 @@ def format_id_data(id_type: int, data: bytes) -> str:
     return data.hex()
 
 
-@dataclass
+@dataclass(slots=True)
 class IdPayload(Payload):
     """ID: type, protocol, port and data (RFC 2407 §4.6.2; phase 1 uses the same layout).
 
@@ -602,14 +609,15 @@ class IdPayload(Payload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
-        start = _body_start(offset)
-        _need(body, 4, offset, "ID")
+        start = offset + GENERIC_HEADER_SIZE
+        if len(body) < 4:
+            _too_short(body, 4, offset, "ID")
         id_type, protocol, port = struct.unpack_from("!BBH", body)
-        try:
-            id_type = IdType(id_type)
-        except ValueError:
+        known = IdType._value2member_map_.get(id_type)
+        if known is None:
             _fail(NotifyType.INVALID_ID_INFORMATION, start,
                   f"ID type {id_type} is not defined by the IPsec DOI")
+        id_type = known
         data = bytes(body[4:])
         size = _ID_DATA_SIZES.get(id_type)
         if size is not None and len(data) != size:
@@ -617,7 +625,7 @@ class IdPayload(Payload):
                   f"{id_type.label} data is {len(data)} bytes, must be {size}")
         if size is None and not data:
             _fail(NotifyType.INVALID_ID_INFORMATION, start + 4, f"{id_type.label} data is empty")
-        return cls(id_type, data, protocol, port)._finish(body, offset)
+        return cls(id_type, data, protocol, port, raw=body, offset=offset)
 
     @classmethod
     def from_address(cls, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
@@ -643,7 +651,7 @@ class IdPayload(Payload):
 # --- certificates (RFC 2408 §3.9, §3.10) -------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class CertPayload(Payload):
     """CERT: encoding and certificate data (RFC 2408 §3.9)."""
 
@@ -657,18 +665,19 @@ class CertPayload(Payload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
-        _need(body, 1, offset, "CERT")
+        if len(body) < 1:
+            _too_short(body, 1, offset, "CERT")
         if body[0] in _CERT_RESERVED:
             # RFC 2408 §5.9; isakmpd message_validate_cert.
-            _fail(NotifyType.INVALID_CERT_ENCODING, _body_start(offset),
+            _fail(NotifyType.INVALID_CERT_ENCODING, offset + GENERIC_HEADER_SIZE,
                   f"certificate encoding {body[0]} is reserved")
-        return cls(enum_or_int(CertEncoding, body[0]), bytes(body[1:]))._finish(body, offset)
+        return cls(enum_or_int(CertEncoding, body[0]), bytes(body[1:]), raw=body, offset=offset)
 
     def describe(self) -> str:
         return f"CERT {_name(self.encoding)} ({len(self.data)} bytes)"
 
 
-@dataclass
+@dataclass(slots=True)
 class CertRequestPayload(Payload):
     """CR: certificate type and (possibly empty) authority (RFC 2408 §3.10)."""
 
@@ -682,12 +691,13 @@ class CertRequestPayload(Payload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
-        _need(body, 1, offset, "CR")
+        if len(body) < 1:
+            _too_short(body, 1, offset, "CR")
         if body[0] in _CERT_RESERVED:
             # isakmpd message_validate_cert_req uses INVALID_CERT_ENCODING here too.
-            _fail(NotifyType.INVALID_CERT_ENCODING, _body_start(offset),
+            _fail(NotifyType.INVALID_CERT_ENCODING, offset + GENERIC_HEADER_SIZE,
                   f"certificate request type {body[0]} is reserved")
-        return cls(enum_or_int(CertEncoding, body[0]), bytes(body[1:]))._finish(body, offset)
+        return cls(enum_or_int(CertEncoding, body[0]), bytes(body[1:]), raw=body, offset=offset)
 
     def describe(self) -> str:
         return f"CR {_name(self.encoding)} ({len(self.authority)} bytes of authority)"
@@ -709,7 +719,7 @@ def _check_doi_protocol(doi: int, protocol_id: int, start: int, what: str,
               silent=True)
 
 
-@dataclass
+@dataclass(slots=True)
 class NotifyPayload(Payload):
     """N: DOI, protocol, SPI, notify type and data (RFC 2408 §3.14).
 
@@ -734,8 +744,9 @@ class NotifyPayload(Payload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
-        start = _body_start(offset)
-        _need(body, 8, offset, "N")
+        start = offset + GENERIC_HEADER_SIZE
+        if len(body) < 8:
+            _too_short(body, 8, offset, "N")
         doi, protocol_id, spi_size, notify_type = struct.unpack_from("!IBBH", body)
         _check_doi_protocol(doi, protocol_id, start, "N", allow_zero_protocol=True)
         if 8 + spi_size > len(body):
@@ -743,7 +754,7 @@ class NotifyPayload(Payload):
                   f"N: SPI size {spi_size} runs past the {len(body)}-byte body")
         return cls(enum_or_int(NotifyType, notify_type), enum_or_int(ProtocolId, protocol_id),
                    bytes(body[8:8 + spi_size]), bytes(body[8 + spi_size:]),
-                   Doi(doi))._finish(body, offset)
+                   member(Doi, doi), raw=body, offset=offset)
 
     def describe(self) -> str:
         spi = f" spi {self.spi.hex()}" if self.spi else ""
@@ -751,7 +762,7 @@ class NotifyPayload(Payload):
         return f"N {_name(self.notify_type)} {_name(self.protocol_id)}{spi}{data}"
 
 
-@dataclass
+@dataclass(slots=True)
 class DeletePayload(Payload):
     """D: DOI, protocol, SPI size and SPIs (RFC 2408 §3.15)."""
 
@@ -774,8 +785,9 @@ class DeletePayload(Payload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
-        start = _body_start(offset)
-        _need(body, 8, offset, "D")
+        start = offset + GENERIC_HEADER_SIZE
+        if len(body) < 8:
+            _too_short(body, 8, offset, "D")
         doi, protocol_id, spi_size, count = struct.unpack_from("!IBBH", body)
         _check_doi_protocol(doi, protocol_id, start, "D", allow_zero_protocol=False)
         if 8 + spi_size * count != len(body):
@@ -783,7 +795,7 @@ class DeletePayload(Payload):
                   f"D: {count} SPIs of {spi_size} bytes need {8 + spi_size * count} bytes, "
                   f"the body has {len(body)}")
         spis = [bytes(body[8 + i * spi_size:8 + (i + 1) * spi_size]) for i in range(count)]
-        return cls(ProtocolId(protocol_id), spi_size, spis, Doi(doi))._finish(body, offset)
+        return cls(member(ProtocolId, protocol_id), spi_size, spis, member(Doi, doi), raw=body, offset=offset)
 
     def describe(self) -> str:
         return f"D {_name(self.protocol_id)} " + ",".join(s.hex() for s in self.spis)
@@ -792,7 +804,7 @@ class DeletePayload(Payload):
 # --- mode-config ATTRIBUTE (draft-ietf-ipsec-isakmp-mode-cfg-05 §3.2) ---------
 
 
-@dataclass
+@dataclass(slots=True)
 class AttributePayload(Payload):
     """ATTRIBUTE: message type, identifier and attributes (named with CfgAttr)."""
 
@@ -809,13 +821,14 @@ class AttributePayload(Payload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
-        start = _body_start(offset)
-        _need(body, 4, offset, "ATTRIBUTE")
+        start = offset + GENERIC_HEADER_SIZE
+        if len(body) < 4:
+            _too_short(body, 4, offset, "ATTRIBUTE")
         cfg_type, _reserved, identifier = struct.unpack_from("!BBH", body)
         attributes = decode_attributes(body[4:], start + 4, types=CfgAttr,
                                        context="ATTRIBUTE payload")
         return cls(enum_or_int(CfgMessageType, cfg_type), identifier,
-                   attributes)._finish(body, offset)
+                   attributes, raw=body, offset=offset)
 
     def describe(self) -> str:
         names = ",".join(_name(a.type) for a in self.attributes)
@@ -825,7 +838,7 @@ class AttributePayload(Payload):
 # --- NAT-OA (RFC 3947 §5.2) ----------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class NatOaPayload(Payload):
     """NAT-OA: original address, IPV4_ADDR or IPV6_ADDR (RFC 3947 §5.2).
 
@@ -845,19 +858,20 @@ class NatOaPayload(Payload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int, draft: bool = False) -> Self:
-        start = _body_start(offset)
-        _need(body, 4, offset, "NAT-OA")
+        start = offset + GENERIC_HEADER_SIZE
+        if len(body) < 4:
+            _too_short(body, 4, offset, "NAT-OA")
         sizes = {IdType.IPV4_ADDR: 4, IdType.IPV6_ADDR: 16}
         id_type = body[0]
         if id_type not in sizes:
             _fail(NotifyType.PAYLOAD_MALFORMED, start,
                   f"NAT-OA ID type {id_type} is not IPV4_ADDR or IPV6_ADDR")
-        id_type = IdType(id_type)
+        id_type = member(IdType, id_type)
         if len(body) - 4 != sizes[id_type]:
             _fail(NotifyType.PAYLOAD_MALFORMED, start + 4,
                   f"NAT-OA {id_type.label} address is {len(body) - 4} bytes, "
                   f"must be {sizes[id_type]}")
-        return cls(id_type, bytes(body[4:]), draft)._finish(body, offset)
+        return cls(id_type, bytes(body[4:]), draft, raw=body, offset=offset)
 
     @classmethod
     def from_address(cls, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
@@ -872,7 +886,7 @@ class NatOaPayload(Payload):
 # --- anything else -------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class RawPayload(Payload):
     """A payload of a private type (128–255) we do not interpret, kept verbatim."""
 
@@ -888,7 +902,7 @@ class RawPayload(Payload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int, payload_type: int = 0) -> Self:
-        return cls(payload_type, bytes(body))._finish(body, offset)
+        return cls(payload_type, bytes(body), raw=body, offset=offset)
 
     def describe(self) -> str:
         return f"{self.label}({len(self.body)} bytes)"
@@ -914,6 +928,17 @@ TOP_LEVEL_TYPES = frozenset(_DECODERS) | {
     PayloadType.NAT_D, PayloadType.NAT_OA, PayloadType.NAT_D_DRAFT, PayloadType.NAT_OA_DRAFT}
 
 
+# Every top-level type's decoder, called as ``decode(body, offset)``.
+_TOP_LEVEL_DECODERS: dict[int, Callable[[bytes, int], Payload]] = {
+    **{payload_type: decoder.decode_body for payload_type, decoder in _DECODERS.items()},
+    PayloadType.NAT_D: lambda body, offset: NatDPayload.decode_body(body, offset, False),
+    PayloadType.NAT_D_DRAFT: lambda body, offset: NatDPayload.decode_body(body, offset, True),
+    PayloadType.NAT_OA: lambda body, offset: NatOaPayload.decode_body(body, offset, False),
+    PayloadType.NAT_OA_DRAFT: lambda body, offset: NatOaPayload.decode_body(body, offset,
+                                                                            True),
+}
+
+
 def decode_payload_body(payload_type: int, body: bytes, offset: int) -> Payload:
     """Decode one top-level payload body of ``payload_type``.
 
@@ -921,11 +946,7 @@ def decode_payload_body(payload_type: int, body: bytes, offset: int) -> Payload:
     that may not appear at top level must be refused by the caller;
     :mod:`isakmpd.wire.message` does so before calling this.
     """
-    if payload_type in (PayloadType.NAT_D, PayloadType.NAT_D_DRAFT):
-        return NatDPayload.decode_body(body, offset, payload_type == PayloadType.NAT_D_DRAFT)
-    if payload_type in (PayloadType.NAT_OA, PayloadType.NAT_OA_DRAFT):
-        return NatOaPayload.decode_body(body, offset, payload_type == PayloadType.NAT_OA_DRAFT)
-    decoder = _DECODERS.get(payload_type)
+    decoder = _TOP_LEVEL_DECODERS.get(payload_type)
     if decoder is None:
         return RawPayload.decode_body(body, offset, payload_type)
-    return decoder.decode_body(body, offset)
+    return decoder(body, offset)
