@@ -8,6 +8,8 @@ so both keep it up unless a test gives them a connection checker with another li
 
 from __future__ import annotations
 
+import dataclasses
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from isakmpd.ike.connections import ConnectionManager
@@ -101,7 +103,7 @@ class TimerTests(SynchronousTestCase):
 
     def test_phase1_without_negotiated_lifetime_gets_default(self) -> None:
         [isakmp] = self.west.engine.sadb.isakmp_sas()
-        isakmp.suite = type(isakmp.suite)(**{**isakmp.suite.__dict__, "life_seconds": None})
+        isakmp.suite = dataclasses.replace(isakmp.suite, life_seconds=None)
         self.west.engine.phase1_established(isakmp)
         self.assertEqual(isakmp.life_seconds, DEFAULT_PHASE1_LIFETIME)
         self.assertEqual(hard_at(self.network.clock, isakmp), DEFAULT_PHASE1_LIFETIME)

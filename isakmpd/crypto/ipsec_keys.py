@@ -145,7 +145,7 @@ def keymat(hash_alg: int, skeyid_d: bytes, protocol: int, spi: int | bytes,
 
 # --- How many bytes each transform needs (RFC 2407 §4.4, §4.5) --------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeymatLayout:
     """How one SA's KEYMAT splits: encryption key (salt at its end), then auth key.
 
@@ -356,7 +356,7 @@ def split_keymat(layout: KeymatLayout, material: bytes) -> tuple[bytes, bytes]:
 
 # --- Keys of one SA ---------------------------------------------------------
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, slots=True)
 class SaKeys:
     """The keys of one IPsec SA (one direction). ``repr`` never shows them."""
 

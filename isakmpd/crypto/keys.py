@@ -71,7 +71,7 @@ def skeyid_signature(hash_alg: int, ni_b: bytes, nr_b: bytes, g_xy: bytes) -> by
     return _prf.prf(hash_alg, ni_b + nr_b, g_xy)
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, slots=True)
 class Phase1Keys:
     """The ISAKMP SA's keys: SKEYID and descendants, and the cipher key.
 
@@ -222,7 +222,7 @@ def phase2_iv(hash_alg: int, last_phase1_iv: bytes, message_id: int | bytes,
     return _truncate(hash_alg, _prf.hash(hash_alg, data), block_size)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IvChain:
     """The IV for the next encrypted message of one exchange (immutable).
 

@@ -38,7 +38,7 @@ def _spi_text(spi: bytes) -> str:
     return "0x" + spi.hex() if spi else "(none)"
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, slots=True)
 class KernelSA:
     """One direction of one protocol (ESP or AH) of a negotiated IPsec SA.
 
@@ -103,7 +103,7 @@ class KernelSA:
         return f"KernelSA<{self.describe()}>"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KernelFlow:
     """A policy: traffic between these selectors is protected by the SAs of ``reqid``.
 
