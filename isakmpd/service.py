@@ -14,7 +14,6 @@ absent rather than faked.
 
 from __future__ import annotations
 
-import gc
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from isakmpd import collector
 from isakmpd.config.parser import Severity
 from isakmpd.crypto.random import RandomSource, SeededRandom, SystemRandom
 from isakmpd.fileutil import load_config_file
@@ -145,11 +145,8 @@ class IsakmpdService(Service):
                                              passive=settings.passive)
         self.connections.start()
         # What is loaded now (the configuration with its tens of thousands of
-        # generated bindings, the modules) lives as long as the daemon: keep the
-        # cyclic collector from scanning it again on every full collection, which
-        # would otherwise cost every tunnel a share of a scan of all of it.
-        gc.collect()
-        gc.freeze()
+        # generated bindings, the modules) lives as long as the daemon.
+        collector.settle()
         super().startService()
 
     def stopService(self) -> Deferred[None]:

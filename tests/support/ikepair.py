@@ -83,7 +83,8 @@ class QueueSender:
 
     def send(self, data: bytes, local: Address, remote: Address) -> None:
         datagram = Datagram(bytes(data), tuple(local), tuple(remote))
-        self.sent.append(datagram)
+        if self.network.record:
+            self.sent.append(datagram)
         self.network.queue.append(datagram)
 
     def send_keepalive(self, local: Address, remote: Address) -> None:
@@ -158,8 +159,11 @@ class Node:
     #: Every exchange that ended, as it was (the engine keeps only a summary).
     finished: list = field(default_factory=list)
 
+    record: bool = True
+
     def __post_init__(self) -> None:
-        self.engine.on_exchange_done.append(self.finished.append)
+        if self.record:
+            self.engine.on_exchange_done.append(self.finished.append)
 
     def finished_of(self, exchange_type: int) -> list:
         """The ended exchanges of one type, oldest first."""
@@ -172,10 +176,17 @@ class Node:
         return "\n".join(self.lines())
 
 
+def _discard(event: dict) -> None:
+    """A log observer that keeps nothing."""
+
+
 class Network:
     """The shared queue and clock joining engines."""
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, *, record: bool = True) -> None:
+        """``record=False`` keeps no history (datagrams sent and delivered, log events,
+        ended exchanges): for benchmarks, where it would be most of what is alive."""
+        self.record = record
         self.clock = clock if clock is not None else Clock()
         self.queue: list[Datagram] = []
         self.nodes: dict[str, Node] = {}
@@ -197,12 +208,14 @@ class Network:
         else:
             diagnostics = []
         events: list[dict] = []
-        log = Logger(namespace=f"isakmpd.{name}", observer=events.append)
+        log = Logger(namespace=f"isakmpd.{name}",
+                     observer=events.append if self.record else _discard)
         kernel = MemoryKernel(rng or SeededRandom(seed + 1000))
         sender = QueueSender(self)
         engine = Engine(store, self.clock, rng or SeededRandom(seed), sender, kernel,
                         lambda remote, ip=ip: ip, nat_t=nat_t, log=log)
-        node = Node(name, ip, engine, kernel, sender, events, diagnostics=diagnostics)
+        node = Node(name, ip, engine, kernel, sender, events, diagnostics=diagnostics,
+                    record=self.record)
         self.nodes[ip] = node
         return node
 
@@ -226,8 +239,9 @@ class Network:
             node = self.nodes.get(routed.dst[0])
             if node is None:
                 continue
-            self.delivered.append(routed)
-            node.received.append(routed)
+            if self.record:
+                self.delivered.append(routed)
+                node.received.append(routed)
             node.engine.datagram_received(routed.data, routed.dst, routed.src)
         return datagram
 
