@@ -15,6 +15,22 @@ and the other way round).  Scenarios are data: an :class:`Algorithms` (charon's
 proposal strings, our generated transform and suite names, what swanctl reports)
 and who initiates, run by :meth:`StrongSwanInteropTests.negotiate`.
 
+Lifetimes (RFC 2407 §4.5.4, §4.6.3.1): :class:`OurLifetimes` caps our lifetimes, and
+charon's ``rekey_time``/``child_rekey_time`` set its own (charon offers them plus 10 %
+as LIFE_DURATION). What charon 5.9 does, read in strongSwan's source
+(src/libcharon/sa/ikev1/tasks) and seen here: as a responder it never shortens and
+never sends RESPONDER-LIFETIME (quick_mode.c ``apply_lifetimes`` adopts the
+initiator's LIFE_DURATION, logging "received Ns lifetime, configured Ms", and
+``build_r`` echoes it; main_mode.c ``process_r``/``build_r`` do the same for phase
+1); a RESPONDER-LIFETIME it receives is dropped (in QM2 nobody looks at notify
+payloads, ``process_i`` reads only the SA payload; after phase 1, informational.c
+``process_r`` logs "received (24576) notify" for a status notification and goes
+on). Its kernel SAs and rekey timers follow its own configuration in every case,
+whatever was negotiated. So against charon the shorter lifetime is enforced by the
+side that has it: our daemon rekeys at its soft expiry and deletes at its hard
+expiry, and charon follows (a Quick Mode it accepts as a rekey, an ISAKMP SA whose
+children it adopts, DELETEs it honours).
+
 Needs root, ``ip``, ``unshare``, ``mount``, charon, swanctl and the kernel-libipsec
 plugin; skipped with the missing piece named otherwise. Every test removes its
 namespaces, charon and our daemon, also when it fails.
@@ -36,7 +52,13 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.support.charon import Charon, CharonError, IKEv1Connection, need_charon
+from tests.support.charon import (
+    Charon,
+    CharonError,
+    IKEv1Connection,
+    need_charon,
+    parse_vici_raw,
+)
 from tests.support.ikepair import make_config
 from tests.support.netns import Namespace, Topology, need_root_and_tools
 
@@ -117,6 +139,27 @@ AES128_SHA256_PFS_MODP1024 = Algorithms("aes128-sha256-modp2048", "aes128-sha256
                                         "QM-ESP-AES-128-SHA2-256-PFS-SUITE",
                                         "AES_CBC-128-HMAC_SHA2_256_128-MODP_2048",
                                         "AES_CBC-128-HMAC_SHA2_256_128", "MODP_1024")
+
+
+@dataclass(frozen=True)
+class OurLifetimes:
+    """Our daemon's maximum lifetimes in seconds (``None``: the defaults, 3600 and 1200).
+
+    Each becomes a ``LIFE_DURATION`` of ``N,1:N`` in [LIFE_MAIN_MODE] (phase 1) or
+    [LIFE_QUICK_MODE] (phase 2): we offer N, and an offer longer than N is accepted
+    shortened to N with a RESPONDER-LIFETIME to the initiator.
+    """
+
+    phase1: int | None = None
+    phase2: int | None = None
+
+    def config(self) -> str:
+        """The sections for :func:`make_config`'s ``extra`` (user values beat defaults)."""
+        return "".join(f"\n[{section}]\nLIFE_TYPE=\t\tSECONDS\n"
+                       f"LIFE_DURATION=\t\t{seconds},1:{seconds}\n"
+                       for section, seconds in (("LIFE_MAIN_MODE", self.phase1),
+                                                ("LIFE_QUICK_MODE", self.phase2))
+                       if seconds is not None)
 
 
 def swanctl_algorithms(sa: dict[str, Any], *, dh: bool) -> str:
@@ -237,9 +280,9 @@ class StrongSwanInteropTests(SynchronousTestCase):
         """charon's side of the tunnel (*options*: further IKEv1Connection fields)."""
         # Lifetimes within our default ranges: with rekey_time 0 charon offers
         # LIFE_DURATION 0, which isakmpd (like OpenBSD's) refuses as outside 60:86400.
+        options = {"rekey_time": "3600s", "child_rekey_time": "1200s", **options}
         return IKEv1Connection(self.charon_ip, self.ours, psk=PSK, local_ts=self.charon_net,
-                               remote_ts=self.our_net, rekey_time="3600s",
-                               child_rekey_time="1200s", **options)
+                               remote_ts=self.our_net, **options)
 
     def assert_same_sas(self, charon: Charon, daemon: OurDaemon, conn: IKEv1Connection, *,
                         charon_initiated: bool, algorithms: Algorithms) -> None:
@@ -282,15 +325,22 @@ class StrongSwanInteropTests(SynchronousTestCase):
         self.assertIn(f"{mode} IKE_SA", charon.read_log())
 
     def negotiate(self, algorithms: Algorithms, *, charon_initiates: bool,
-                  aggressive: bool = False) -> tuple[Charon, OurDaemon, IKEv1Connection]:
+                  aggressive: bool = False, lifetimes: OurLifetimes = OurLifetimes(),
+                  charon_lifetimes: dict[str, str] | None = None,
+                  ) -> tuple[Charon, OurDaemon, IKEv1Connection]:
         """One scenario: both sides configured with *algorithms*, one of them initiating.
 
         When charon initiates, our daemon is passive (``-S``) and started first;
         otherwise charon waits and our [Phase 2] Connections brings the tunnel up.
-        Returns after :meth:`assert_same_sas` passed.
+        *lifetimes* caps ours; *charon_lifetimes* replaces charon's ``rekey_time`` /
+        ``child_rekey_time`` (3600s / 1200s). Returns after :meth:`assert_same_sas`
+        passed.
         """
-        conn = self.charon_connection(aggressive=aggressive, **algorithms.charon_options())
-        ours = {"mode": "AGGRESSIVE"} if aggressive else {}
+        conn = self.charon_connection(aggressive=aggressive, **algorithms.charon_options(),
+                                      **(charon_lifetimes or {}))
+        ours: dict[str, Any] = {"mode": "AGGRESSIVE"} if aggressive else {}
+        if lifetimes.config():
+            ours["extra"] = lifetimes.config()
         if charon_initiates:
             daemon = self.start_ours(passive=True, **ours, **algorithms.our_options())
             charon = self.start_charon(conn)
@@ -416,6 +466,137 @@ class StrongSwanInteropTests(SynchronousTestCase):
                           f"--- isakmpd log ---\n{daemon.log()}\n{charon.read_log()}")
             time.sleep(0.1)
         self.assertIn("received DELETE for IKE_SA", charon.read_log())
+
+    # -- lifetimes: RESPONDER-LIFETIME and who enforces the shorter one ----------------
+
+    def test_charon_initiates_quick_mode_lifetime_longer_than_ours(self) -> None:
+        """charon offers a 1320 s CHILD_SA, we allow 3 s: QM2 carries RESPONDER-LIFETIME,
+        which charon ignores; our SA runs on our 3 s, so we rekey it (charon accepts
+        our 3 s offer as a rekey of its CHILD_SA) and DELETE the old one."""
+        short = SHORT_LIFETIME
+        charon, daemon, _conn = self.negotiate(AES128_SHA1, charon_initiates=True,
+                                               lifetimes=OurLifetimes(phase2=short))
+        our_in, our_out = daemon.wait_for(_ESTABLISHED).groups()
+        # Our QM2: HASH SA Nr IDci IDcr, then RESPONDER-LIFETIME (charon names it by number).
+        self.assertRegex(charon.read_log(), r"parsed QUICK_MODE response \d+ "
+                                            r"\[ HASH SA No ID ID N\(\(24576\)\) \]")
+        # charon keeps the lifetime it configured (1200 s rekey, 1320 s life).
+        [child] = [c for c in charon_children(charon) if c.get("spi-in") == our_out]
+        self.assertGreater(int(child["life-time"]), 1200, charon.list_sas())
+        # Ours runs on 3 s: within them its soft expiry renegotiates, 1320 s or not.
+        daemon.wait_for(rf"soft expiry of IPsec SA conn .*\[IPSEC_ESP in {our_in} out "
+                        rf"{our_out}\].*: renegotiating", timeout=short + 2,
+                        describe=charon.read_log)
+        wait_for_log(charon, rf"received {short}s lifetime, configured 1320s", daemon)
+        wait_for_log(charon, r"detected rekeying of CHILD_SA", daemon)
+        # ... and its hard expiry deletes it, in both daemons.
+        daemon.wait_for(rf"IPsec SA deleted: .*\[IPSEC_ESP in {our_in} out {our_out}\]",
+                        timeout=short + 2, describe=charon.read_log)
+        wait_for_log(charon, rf"received DELETE for ESP CHILD_SA with SPI {our_in}", daemon)
+        wait_for_log(charon, rf"closing CHILD_SA child\{{\d+\}} with SPIs {our_out}_i", daemon)
+        # What charon has left are CHILD_SAs we negotiated (rekeys), crosswise. (Our
+        # log is read second: we log a rekey before charon installs it.)
+        children = charon_children(charon)
+        ours = {m.groups() for m in _ESTABLISHED.finditer(daemon.log())}
+        self.assertTrue(children, charon.read_log())
+        for installed in children:
+            self.assertIn((installed.get("spi-out"), installed.get("spi-in")),
+                          ours - {(our_in, our_out)}, charon.list_sas())
+
+    def test_charon_initiates_main_mode_lifetime_longer_than_ours(self) -> None:
+        """charon offers a 3960 s IKE SA, we allow 3 s: we send RESPONDER-LIFETIME in an
+        informational exchange, which charon logs and ignores; our ISAKMP SA runs on
+        our 3 s, so we renegotiate phase 1 (charon adopts the CHILD_SA into the new
+        IKE SA) and DELETE the old one."""
+        short = SHORT_LIFETIME
+        charon, daemon, _conn = self.negotiate(AES128_SHA1, charon_initiates=True,
+                                               lifetimes=OurLifetimes(phase1=short))
+        our_in, our_out = daemon.wait_for(_ESTABLISHED).groups()
+        icookie, rcookie = daemon.wait_for(_ISAKMP_RESPONDER).groups()
+        # charon keeps the lifetime it configured (rekeying within 3600 s, not 3 s);
+        # this IKE SA stays until our DELETE at our hard expiry.
+        [first] = [ike for ike in charon_ike_sas(charon) if ike.get("initiator-spi") == icookie]
+        self.assertGreater(int(first["rekey-time"]), 3000, charon.list_sas())
+        daemon.wait_for(rf"sending N RESPONDER_LIFETIME ISAKMP spi {icookie}{rcookie} "
+                        rf"data 800b0001800c{short:04x}")
+        wait_for_log(charon, r"parsed INFORMATIONAL_V1 request \d+ \[ HASH N\(\(24576\)\) \]",
+                     daemon)
+        wait_for_log(charon, r"received \(24576\) notify", daemon)
+        daemon.wait_for(rf"soft expiry of ISAKMP SA peer {icookie}:{rcookie} .*: "
+                        r"renegotiating phase 1", timeout=short + 2, describe=charon.read_log)
+        daemon.wait_for(rf"ISAKMP SA deleted: ISAKMP SA peer {icookie}:{rcookie} ",
+                        timeout=short + 2, describe=charon.read_log)
+        wait_for_log(charon, r"detected reauth of existing IKE_SA, adopting 1 children",
+                     daemon)
+        wait_for_log(charon, r"received DELETE for IKE_SA ikev1\[1\]", daemon)
+        # The CHILD_SA lives on in a newer IKE SA: one we initiated.
+        deadline = time.monotonic() + NEGOTIATION_TIMEOUT
+        while True:
+            holders = [ike for ike in charon_ike_sas(charon)
+                       if any(c.get("spi-in") == our_out and c.get("spi-out") == our_in
+                              and c.get("state") == "INSTALLED"
+                              for c in (ike.get("child-sas") or {}).values())]
+            if holders and all(ike.get("initiator-spi") != icookie for ike in holders):
+                break
+            if time.monotonic() > deadline:
+                self.fail(f"CHILD_SA {our_out}/{our_in} not adopted:\n{charon.list_sas()}\n"
+                          f"--- isakmpd log ---\n{daemon.log()}\n{charon.read_log()}")
+            time.sleep(0.1)
+        self.assertNotIn("IPsec SA deleted", daemon.log())
+
+    def test_we_initiate_lifetimes_longer_than_charons(self) -> None:
+        """We offer 3600 s / 1200 s, charon is configured for 1980 s / 660 s: charon as
+        responder takes our offer without shortening it (no RESPONDER-LIFETIME) and
+        runs its own SAs on its own, shorter lifetimes (it will rekey first)."""
+        charon, daemon, conn = self.negotiate(
+            AES128_SHA1, charon_initiates=False,
+            charon_lifetimes={"rekey_time": "1800s", "child_rekey_time": "600s"})
+        log = charon.read_log()
+        self.assertIn("received 1200s lifetime, configured 660s", log)
+        self.assertRegex(log, r"generating QUICK_MODE response \d+ \[ HASH SA No ID ID \]")
+        self.assertNotIn("(24576)", log)
+        self.assertNotIn("RESPONDER-LIFETIME", daemon.log())
+        ike, child = charon.wait_for_child(conn.child_name, timeout=NEGOTIATION_TIMEOUT)
+        self.assertLessEqual(int(child["life-time"]), 660, charon.list_sas())
+        self.assertLessEqual(int(child["rekey-time"]), 600, charon.list_sas())
+        self.assertLessEqual(int(ike["rekey-time"]), 1800, charon.list_sas())
+
+
+#: Our short maximum lifetime in the lifetime scenarios, in seconds: charon offers
+#: 1320 s (CHILD_SA) and 3960 s (IKE SA); ours soft-expire at 85-95 % of it.
+SHORT_LIFETIME = 3
+
+_ISAKMP_RESPONDER = re.compile(
+    r"ISAKMP SA established: ISAKMP SA peer ([0-9a-f]{16}):([0-9a-f]{16}) .* responder ready")
+
+
+def charon_ike_sas(charon: Charon) -> list[dict[str, Any]]:
+    """Every IKE SA of ``swanctl --list-sas --raw`` (several may share a name)."""
+    return [ike for event in parse_vici_raw(charon.list_sas(raw=True))
+            for ike in event.values() if isinstance(ike, dict)]
+
+
+def charon_children(charon: Charon) -> list[dict[str, Any]]:
+    """Every INSTALLED CHILD_SA of every IKE SA of charon."""
+    return [child for ike in charon_ike_sas(charon)
+            for child in (ike.get("child-sas") or {}).values()
+            if child.get("state") == "INSTALLED"]
+
+
+def wait_for_log(charon: Charon, pattern: str, daemon: OurDaemon,
+                 timeout: float = NEGOTIATION_TIMEOUT) -> re.Match[str]:
+    """Poll charon's log until *pattern* matches; fail with both logs after *timeout*."""
+    regex = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while True:
+        match = regex.search(charon.read_log())
+        if match:
+            return match
+        if time.monotonic() > deadline:
+            raise AssertionError(f"charon did not log {pattern!r} within {timeout}s:\n"
+                                 f"--- isakmpd log ---\n{daemon.log()}\n--- charon log ---\n"
+                                 f"{charon.read_log()}")
+        time.sleep(0.1)
 
 
 def initiate(charon: Charon, conn: IKEv1Connection) -> str:

@@ -24,6 +24,15 @@ DELETE scenario our daemon is then stopped (SIGTERM, it sends DELETEs) and charo
 SAs and kernel ESP states must be gone within the negotiation deadline.  Our side
 installs nothing (``-n``); traffic through the tunnel is not checked here.
 
+One scenario puts our daemon behind a NAT: a third namespace "gw" between the two
+masquerades (iptables-legacy) what we send, with UDP source ports mapped into
+:data:`NAT_PORTS`; we are 198.51.100.1 inside, charon sees 192.0.2.254 and a port
+of that range.  It passes when NAT-D made both float to 4500 (charon: remote host
+the NAT's address with a translated port, ``nat-remote``), the CHILD_SA is
+INSTALLED with UDP encapsulation and our SPIs crosswise, and charon's kernel holds
+the two ESP states as ESP-in-UDP (``encap type espinudp``) between its port 4500
+and the NAT's translated port.
+
 Needs root, user-mode-linux, kmod, charon and swanctl; skipped with the missing
 piece named otherwise.
 """
@@ -50,6 +59,7 @@ from tests.support.uml import (
     RESULT_DIR_ENV,
     UmlResult,
     linked_pair,
+    masquerade,
     need_uml,
     parse_xfrm_states,
     result_dir,
@@ -75,6 +85,12 @@ OUR_NET = "203.0.113.0/25"
 CHARON_NET = "203.0.113.128/25"
 #: An address of charon's own subnet (the source of its route to ours).
 CHARON_GATEWAY_ADDRESS = "203.0.113.129/32"
+#: The NAT scenario: our address inside, the NAT's inside and outside addresses, and
+#: the range it maps UDP source ports into (so charon sees other ports than ours).
+NAT_INSIDE_US = "198.51.100.1"
+NAT_INSIDE_GW = "198.51.100.254"
+NAT_OUTSIDE = "192.0.2.254"
+NAT_PORTS = "40000-40999"
 PSK = "interop secret shared with charon in UML"
 REPORT = "scenarios.json"
 
@@ -100,7 +116,9 @@ class Case:
     traffic selectors, our ``QM-ESP-TRP-...`` suite with IPV4_ADDR host IDs).
     *delete_by_us*: after the record, our daemon is stopped with SIGTERM (it
     sends DELETEs) and the guest records whether charon's SAs and its kernel's ESP
-    states went away.
+    states went away. *behind_nat*: our daemon (:data:`NAT_INSIDE_US`) reaches
+    charon through the masquerading namespace "gw" (tunnel mode; we initiate, a
+    passive daemon behind a NAT cannot be reached).
     """
 
     charon_initiates: bool
@@ -108,6 +126,17 @@ class Case:
     aggressive: bool = False
     transport: bool = False
     delete_by_us: bool = False
+    behind_nat: bool = False
+
+    @property
+    def our_address(self) -> str:
+        """Our daemon's own address."""
+        return NAT_INSIDE_US if self.behind_nat else OURS
+
+    @property
+    def charon_sees_us(self) -> str:
+        """The address charon talks to: ours, or the NAT's outside one."""
+        return NAT_OUTSIDE if self.behind_nat else OURS
 
     @property
     def our_suite(self) -> str:
@@ -130,7 +159,10 @@ class Case:
             options.update(mode="transport", local_ts="dynamic", remote_ts="dynamic")
         else:
             options.update(local_ts=CHARON_NET, remote_ts=OUR_NET)
-        return IKEv1Connection(CHARON_IP, OURS, psk=PSK, rekey_time="3600s",
+        if self.behind_nat:
+            # We identify ourselves by our own address, not the one charon sees.
+            options["remote_id"] = self.our_address
+        return IKEv1Connection(CHARON_IP, self.charon_sees_us, psk=PSK, rekey_time="3600s",
                                child_rekey_time="1200s", **options)
 
     def our_config(self) -> str:
@@ -144,7 +176,7 @@ class Case:
                            id_type="IPV4_ADDR")
         else:
             options.update(local_net=OUR_NET, remote_net=CHARON_NET)
-        return make_config(local=OURS, peer=CHARON_IP, psk=PSK, **options)
+        return make_config(local=self.our_address, peer=CHARON_IP, psk=PSK, **options)
 
 
 SCENARIOS: dict[str, Case] = {
@@ -156,6 +188,7 @@ SCENARIOS: dict[str, Case] = {
                                             algorithms=AES256_SHA256_PFS),
     "we_initiate_3des_modp1024": Case(charon_initiates=False,
                                       algorithms=TDES_SHA1_MODP1024),
+    "we_initiate_behind_nat": Case(charon_initiates=False, behind_nat=True),
 }
 
 
@@ -171,9 +204,23 @@ class Scenario:
         self.tmp = tmp / name
         self.tmp.mkdir()
         self.topology = Topology("uml")
-        self.ch, self.us = linked_pair(self.topology, ("ch", f"{CHARON_IP}/24"),
-                                       ("us", f"{OURS}/24"))
-        self.ch.add_address("lo", CHARON_GATEWAY_ADDRESS)
+        try:
+            if case.behind_nat:
+                self.ch = self.topology.add_namespace("ch")
+                gw = self.topology.add_namespace("gw")
+                self.us = self.topology.add_namespace("us")
+                outside, _ = self.topology.link(gw, f"{NAT_OUTSIDE}/24", self.ch,
+                                                f"{CHARON_IP}/24")
+                self.topology.link(self.us, f"{NAT_INSIDE_US}/24", gw, f"{NAT_INSIDE_GW}/24")
+                self.us.add_default_route(NAT_INSIDE_GW)
+                masquerade(gw, outside, udp_ports=NAT_PORTS)
+            else:
+                self.ch, self.us = linked_pair(self.topology, ("ch", f"{CHARON_IP}/24"),
+                                               ("us", f"{OURS}/24"))
+            self.ch.add_address("lo", CHARON_GATEWAY_ADDRESS)
+        except BaseException:
+            self.topology.close()
+            raise
         self.conn = case.charon_connection()
         self.charon: Charon | None = None
         self.daemon: OurDaemon | None = None
@@ -299,8 +346,11 @@ def guest_report() -> tuple[UmlResult, dict[str, Any] | None]:
     global _boot
     if _boot is None:
         workdir = Path(tempfile.mkdtemp(prefix="uml-interop-", dir=os.getcwd()))
+        # The guest's daemons import what this process imports (a checkout named by
+        # PYTHONPATH rather than the installed one, say).
+        env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
         result = run_in_uml([sys.executable, "-m", "tests.test_interop_uml", "--guest"],
-                            workdir=workdir, timeout=BOOT_TIMEOUT)
+                            workdir=workdir, timeout=BOOT_TIMEOUT, env=env)
         path = workdir / REPORT
         report = json.loads(path.read_text()) if result.ok and path.exists() else None
         _boot = (result, report)
@@ -378,6 +428,55 @@ class CharonKernelNetlinkInUmlTests(SynchronousTestCase):
         }, entry["xfrm_text"])
         return entry
 
+    def assert_esp_in_udp(self, name: str) -> dict[str, Any]:
+        """Scenario *name* (we behind the NAT) is up over 4500 with ESP-in-UDP states.
+
+        charon sees us at the NAT's address with a translated port and says so
+        (``nat-remote``); the CHILD_SA is UDP-encapsulated with the SPIs we logged
+        (crosswise); charon's kernel holds exactly those two ESP states, each
+        ``encap type espinudp`` between charon's 4500 and the NAT's port.
+        """
+        case = SCENARIOS[name]
+        entry = self.scenario(name)
+        algorithms: Algorithms = case.algorithms
+        logs = f"--- isakmpd log ---\n{entry['our_log']}\n--- charon log ---\n" \
+               f"{entry['charon_log']}"
+        ike, child, ours = entry["ike"], entry["child"], entry["ours"]
+        self.assertEqual(ike.get("state"), "ESTABLISHED", logs)
+        self.assertEqual(ike.get("version"), "1")
+        self.assertEqual(ike.get("initiator") == "yes", case.charon_initiates)
+        self.assertEqual(entry["exchange"], "Main Mode", logs)
+        self.assertEqual((ike.get("local-host"), ike.get("local-port")), (CHARON_IP, "4500"))
+        self.assertEqual(ike.get("remote-host"), NAT_OUTSIDE, logs)
+        low, high = (int(port) for port in NAT_PORTS.split("-"))
+        nat_port = ike.get("remote-port", "")
+        self.assertTrue(nat_port.isdigit() and low <= int(nat_port) <= high, ike)
+        self.assertEqual(ike.get("nat-remote"), "yes", ike)
+        self.assertNotEqual(ike.get("nat-local"), "yes", ike)
+        self.assertEqual(swanctl_algorithms(ike, dh=True), algorithms.ike)
+        self.assertEqual(child.get("state"), "INSTALLED", logs)
+        self.assertEqual(child.get("protocol"), "ESP")
+        self.assertEqual(child.get("mode"), "TUNNEL")
+        self.assertEqual(child.get("encap"), "yes", child)
+        self.assertEqual(child.get("local-ts"), [CHARON_NET])
+        self.assertEqual(child.get("remote-ts"), [OUR_NET])
+        self.assertEqual(swanctl_algorithms(child, dh=False), algorithms.esp)
+        self.assertEqual((ours["in"], ours["out"]), (child.get("spi-out"), child.get("spi-in")),
+                         logs)
+        self.assertEqual(entry["our_role"], "initiator")
+        self.assertIn("NAT detected, we are behind NAT", entry["our_log"])
+        self.assertRegex(entry["our_log"], rf"ISAKMP SA established: .* {NAT_INSIDE_US}:4500 "
+                                           rf"<-> {CHARON_IP}:4500 initiator ready")
+        states = {(s["src"], s["dst"], s["proto"], s["spi"], s["mode"], s["encap"])
+                  for s in entry["xfrm"]}
+        self.assertEqual(states, {
+            (NAT_OUTSIDE, CHARON_IP, "esp", child.get("spi-in"), "tunnel",
+             f"espinudp {nat_port} 4500"),
+            (CHARON_IP, NAT_OUTSIDE, "esp", child.get("spi-out"), "tunnel",
+             f"espinudp 4500 {nat_port}"),
+        }, entry["xfrm_text"])
+        return entry
+
     def test_charon_initiates_main_mode(self) -> None:
         """charon initiates Main Mode + Quick Mode (ESP AES-128/SHA1) to us; real ESP SAs."""
         self.assert_real_esp("charon_initiates")
@@ -401,6 +500,13 @@ class CharonKernelNetlinkInUmlTests(SynchronousTestCase):
     def test_we_initiate_3des_modp1024(self) -> None:
         """We initiate 3DES/SHA1/MODP1024, ESP 3DES/SHA1: a second real-kernel ESP set."""
         self.assert_real_esp("we_initiate_3des_modp1024")
+
+    def test_we_initiate_behind_nat(self) -> None:
+        """We initiate from behind a masquerading NAT: NAT-T to charon's kernel, whose
+        ESP states are ESP-in-UDP to the NAT's translated port."""
+        if shutil.which("iptables-legacy") is None:
+            raise SkipTest("NAT in User-mode Linux: iptables-legacy not found (iptables)")
+        self.assert_esp_in_udp("we_initiate_behind_nat")
 
     def test_we_delete_on_shutdown(self) -> None:
         """Our daemon stops (SIGTERM): charon drops its SAs and its kernel's ESP states."""

@@ -379,15 +379,20 @@ def enable_forwarding(ns: Namespace) -> None:
     ns.run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
 
 
-def masquerade(ns: Namespace, out_dev: str) -> None:
+def masquerade(ns: Namespace, out_dev: str, *, udp_ports: str | None = None) -> None:
     """Source-NAT everything *ns* forwards out of *out_dev* (``iptables-legacy``).
+
+    With *udp_ports* (``"LOW-HIGH"``) only UDP is translated, and its source ports
+    always to ports of that range (``--to-ports``), so that a peer outside sees
+    other ports than the inside host uses, as behind many home routers.
 
     The UML kernel has no nf_tables for ip/ip6, so the nft flavour of iptables
     cannot be used there.
     """
     enable_forwarding(ns)
-    ns.run(["iptables-legacy", "-t", "nat", "-A", "POSTROUTING", "-o", out_dev,
-            "-j", "MASQUERADE"])
+    ports = ["-p", "udp", "-j", "MASQUERADE", "--to-ports", udp_ports] if udp_ports \
+        else ["-j", "MASQUERADE"]
+    ns.run(["iptables-legacy", "-t", "nat", "-A", "POSTROUTING", "-o", out_dev, *ports])
 
 
 @dataclass(frozen=True)
