@@ -5,7 +5,9 @@ basic float (inventory §4.8, RFC 3947, RFC 3948): NAT-keepalives from the NATed
 only, their interval and when they stop; NAT-OAi/NAT-OAr in transport mode through a
 NAT in both directions (RFC and draft payload types); ``-T`` on either side; and the
 float edge cases (an accepted message on 4500 moves the SA, messages on 500 after the
-move are dropped, the translated port seen on 4500 is the one used).
+move are dropped, the translated port seen on 4500 is the one used); and a NAT that
+changes its mapping mid-SA (RFC 3947 §7): authenticated messages from the new public
+port or address move the SAs, kernel SAs and keepalives there, nothing else does.
 """
 
 from __future__ import annotations
@@ -18,17 +20,19 @@ from isakmpd.ike import natt
 from isakmpd.ike.exchange import ExchangeFailed
 from isakmpd.ike.quick import QuickMode
 from isakmpd.ike.sa import IpsecSA
+from isakmpd.kernel.interface import KernelError
 from isakmpd.wire.constants import (
     NAT_T_VIDS,
     VID_NAT_T_RFC3947,
     EncapsulationMode,
     ExchangeType,
     IpsecAttr,
+    NotifyType,
     PayloadType,
     ProtocolId,
 )
 from isakmpd.wire.message import Message
-from isakmpd.wire.payloads import NatOaPayload, VendorPayload
+from isakmpd.wire.payloads import IdPayload, NatOaPayload, VendorPayload
 from tests.support.ikepair import (
     EAST,
     WEST,
@@ -485,6 +489,267 @@ class FloatTests(SynchronousTestCase):
         east.engine.datagram_received(forged, (EAST, 4500), (WEST, 4500))
         self.assertFalse(esa.nat.floated)
         self.assertEqual((esa.local, esa.remote), ((EAST, 500), (WEST, 500)))
+
+
+NEW_PUBLIC = "198.51.100.201"
+EAST_PUBLIC = "192.0.2.200"
+ESP = ProtocolId.IPSEC_ESP
+
+
+def reboot(nat: Nat, public: str | None = None) -> None:
+    """The NAT forgets its mappings (a reboot, a timeout); ``public``: a new address."""
+    nat.mappings.clear()
+    if public is not None:
+        nat.public = public
+
+
+def both_behind_nats():
+    """West behind NAT_PUBLIC, east behind EAST_PUBLIC (which forwards 500 and 4500)."""
+    network, west, east = make_pair(west={"peer_ip_for_phase1": EAST_PUBLIC},
+                                    east={"peer_ip_for_phase1": NAT_PUBLIC})
+    west.engine.store.set("peer", "Address", EAST_PUBLIC, force=True)
+    network.nats += [Nat(inside=WEST, public=NAT_PUBLIC),
+                     Nat(inside=EAST, public=EAST_PUBLIC,
+                         forward={500: (EAST, 500), 4500: (EAST, 4500)})]
+    return network, west, east
+
+
+class MappingChangeTests(SynchronousTestCase):
+    """RFC 3947 §7: the NAT in front of the initiator changes its mapping mid-SA.
+
+    After Main Mode and Quick Mode across the NAT, the NAT forgets its mappings; the
+    initiator's next message comes from a new public port (or address). East, not
+    behind a NAT, follows an authenticated message there; nothing else moves it.
+    """
+
+    def connect(self, network, west, east) -> None:
+        box = collect(west.engine.initiate_connection("conn"))
+        network.run()
+        self.assertIsInstance(box[0], IpsecSA, west.log_text() + east.log_text())
+        self.network, self.west, self.east = network, west, east
+        self.nat = network.nats[0]
+        [self.wsa] = west.engine.sadb.isakmp_sas()
+        [self.esa] = east.engine.sadb.isakmp_sas()
+        [self.eipsec] = east.engine.sadb.ipsec_sas()
+        self.old = (self.nat.public, self.nat.mappings[(WEST, 4500)])
+        self.assertEqual(self.esa.remote, self.old)
+
+    def setUp(self) -> None:
+        self.connect(*west_behind_nat())
+
+    def mapped(self) -> tuple[str, int]:
+        return (self.nat.public, self.nat.mappings[(WEST, 4500)])
+
+    def moves(self) -> list[str]:
+        return [line for line in self.east.lines() if "NAT mapping changed" in line]
+
+    def check_east_kernel(self, ipsec, remote) -> None:
+        """East's kernel SAs and flows of ``ipsec`` use the peer's endpoint ``remote``."""
+        ip, port = remote
+        pair = ipsec.spis[0]
+        inbound = self.east.kernel.sas[(ESP, pair.our_spi, EAST)]
+        outbound = self.east.kernel.sas[(ESP, pair.peer_spi, ip)]
+        self.assertEqual((inbound.src, inbound.encap), (ip, (port, 4500)))
+        self.assertEqual((outbound.src, outbound.encap), (EAST, (4500, port)))
+        self.assertEqual(sorted(ipsec.kernel_sas, key=lambda s: s.dst), [inbound, outbound])
+        # The SA's flows, and the kernel's policies with their selectors (a newer SA
+        # for the same traffic owns those when there is one).
+        installed = {f.selector(): f for f in self.east.kernel.flows}
+        for flow in ipsec.flows:
+            for one in (flow, installed[flow.selector()]):
+                ends = (one.tunnel_src, one.tunnel_dst)
+                self.assertEqual(ends, (EAST, ip) if one.direction == "out" else (ip, EAST))
+        self.assertEqual(sorted(f.direction for f in ipsec.flows), ["fwd", "in", "out"])
+
+    def test_port_change_followed_on_informational(self) -> None:
+        reboot(self.nat)
+        self.west.engine.send_protected_notify(self.wsa, NotifyType.R_U_THERE,
+                                               data=b"\0\0\0\1")
+        self.network.run()
+        new = self.mapped()
+        self.assertNotEqual(new, self.old)
+        self.assertEqual((self.esa.local, self.esa.remote), ((EAST, 4500), new))
+        self.assertEqual(self.eipsec.remote, new)
+        self.check_east_kernel(self.eipsec, new)
+        self.assertEqual(self.east.kernel.updates, 2)
+        # The answer went to the new mapping (the SA moved before it was sent).
+        self.assertEqual(self.east.sender.sent[-1].dst, new)
+        self.assertIn("notified R_U_THERE_ACK", self.west.log_text())
+        [line] = self.moves()
+        self.assertIn(f"peer peer: NAT mapping changed from {NAT_PUBLIC}:{self.old[1]} to "
+                      f"{NAT_PUBLIC}:{new[1]}, moving 1 ISAKMP SA(s) and 1 IPsec SA(s)", line)
+        # Later messages from east go there too: its DELETE reaches west.
+        self.east.engine.delete_ipsec_sa(self.eipsec)
+        self.network.run()
+        self.assertEqual(self.west.engine.sadb.ipsec_sas(), [])
+        self.assertEqual(self.west.kernel.sas, {})
+        self.assertEqual(len(self.moves()), 1)
+
+    def test_port_change_followed_on_quick_mode(self) -> None:
+        reboot(self.nat)
+        box = collect(self.west.engine.initiate_connection("conn"))
+        self.network.run()
+        self.assertIsInstance(box[0], IpsecSA, self.east.log_text())
+        new = self.mapped()
+        self.assertEqual(self.esa.remote, new)
+        replies = [d for d in self.east.sender.sent
+                   if decode(d).exchange_type == ExchangeType.QUICK_MODE]
+        self.assertEqual([d.dst for d in replies], [self.old, new])   # QM2 of each
+        newer = next(i for i in self.east.engine.sadb.ipsec_sas() if i is not self.eipsec)
+        self.assertEqual(newer.remote, new)
+        self.check_east_kernel(self.eipsec, new)
+        self.check_east_kernel(newer, new)
+        # East, now the initiator, starts a Quick Mode: it goes to the new mapping.
+        mine = collect(self.east.engine.initiate_connection("conn"))
+        self.network.run()
+        self.assertIsInstance(mine[0], IpsecSA, self.east.log_text())
+        sent = [d for d in self.east.sender.sent
+                if decode(d).exchange_type == ExchangeType.QUICK_MODE][2:]
+        self.assertTrue(sent and all(d.dst == new for d in sent), sent)
+        self.assertEqual(len(self.moves()), 1)
+
+    def test_retransmission_follows(self) -> None:
+        # East starts a Quick Mode; its QM1 dies with the old mapping.
+        box = collect(self.east.engine.initiate_connection("conn"))
+        [qm1] = self.network.drop_next()
+        self.assertEqual(qm1.dst, self.old)
+        reboot(self.nat)
+        self.west.engine.send_protected_notify(self.wsa, NotifyType.R_U_THERE,
+                                               data=b"\0\0\0\7")
+        self.network.run()
+        new = self.mapped()
+        self.assertEqual(self.esa.remote, new)
+        self.network.clock.advance(7)               # the retransmission goes there
+        self.assertEqual(self.network.queue[0].data, qm1.data)
+        self.assertEqual(self.network.queue[0].dst, new)
+        self.network.run()
+        self.assertIsInstance(box[0], IpsecSA, self.east.log_text())
+
+    def test_address_change_followed(self) -> None:
+        reboot(self.nat, NEW_PUBLIC)
+        box = collect(self.west.engine.initiate_connection("conn"))
+        self.network.run()
+        self.assertIsInstance(box[0], IpsecSA, self.east.log_text())
+        new = self.mapped()
+        self.assertEqual(new[0], NEW_PUBLIC)
+        self.assertEqual(self.esa.remote, new)
+        sadb = self.east.engine.sadb
+        self.assertEqual(sadb.isakmp_by_address(NAT_PUBLIC), [])
+        self.assertEqual(sadb.isakmp_by_address(NEW_PUBLIC), [self.esa])
+        self.assertEqual(sadb.ipsec_by_address(NAT_PUBLIC), [])
+        self.assertEqual(len(sadb.ipsec_by_address(NEW_PUBLIC)), 2)
+        self.assertEqual(sadb.ipsec_live_by_peer("conn", NAT_PUBLIC), [])
+        self.check_east_kernel(self.eipsec, new)
+        self.assertFalse([key for key in self.east.kernel.sas if key[2] == NAT_PUBLIC])
+        self.assertEqual(len(self.east.kernel.flows), 3)     # both SAs share the policies
+        # A DELETE from west (the older SA, now replaced) finds the moved SA.
+        [wold] = [i for i in self.west.engine.sadb.ipsec_sas() if i is not box[0]]
+        self.west.engine.delete_ipsec_sa(wold)
+        self.network.run()
+        self.assertNotIn(self.eipsec, sadb.ipsec_sas())
+        self.assertEqual(len(self.east.kernel.sas), 2)
+        # East's own DELETE of the ISAKMP SA reaches west at its new address.
+        self.east.engine.delete_isakmp_sa(self.esa)
+        self.network.run()
+        self.assertEqual(self.west.engine.sadb.isakmp_sas(), [])
+        [line] = self.moves()
+        self.assertIn(f"to {NEW_PUBLIC}:{new[1]}", line)
+
+    def test_transport_mode_selectors_follow_the_address(self) -> None:
+        self.connect(*west_behind_nat(west={"suites": TRANSPORT}, east={"suites": TRANSPORT}))
+        reboot(self.nat, NEW_PUBLIC)
+        self.west.engine.send_protected_notify(self.wsa, NotifyType.R_U_THERE,
+                                               data=b"\0\0\0\2")
+        self.network.run()
+        self.assertEqual(self.esa.remote[0], NEW_PUBLIC)
+        out = next(f for f in self.east.kernel.flows if f.direction == "out")
+        self.assertEqual((out.src_net, out.dst_net), (f"{EAST}/32", f"{NEW_PUBLIC}/32"))
+        inbound = next(f for f in self.east.kernel.flows if f.direction == "in")
+        self.assertEqual(inbound.src_net, f"{NEW_PUBLIC}/32")
+        self.assertEqual(len(self.east.kernel.flows), 2)
+        self.assertEqual(self.eipsec.remote_id, IdPayload.from_address(NEW_PUBLIC))
+        [outbound] = [s for s in self.east.kernel.sas.values() if s.dst == NEW_PUBLIC]
+        self.assertEqual(outbound.mode, EncapsulationMode.TRANSPORT)
+
+    def test_forgeries_and_replays_move_nothing(self) -> None:
+        reboot(self.nat)
+        elsewhere = (NAT_PUBLIC, 45000)
+        before = dict(self.east.kernel.sas)
+        for exchange_type in (ExchangeType.QUICK_MODE, ExchangeType.INFO):
+            header = Message(self.esa.icookie, self.esa.rcookie, exchange_type,
+                             message_id=0x1234).header(64)
+            forged = dataclasses.replace(header, flags=1).encode() + bytes(64)
+            self.east.engine.datagram_received(forged, (EAST, 4500), elsewhere)
+        # Genuine messages, replayed from another port: QM3 (of a finished exchange),
+        # the last phase 1 message, and a lone keepalive byte.
+        from_west = [d for d in self.network.delivered if d.dst[0] == EAST]
+        for datagram in (from_west[-1], [d for d in from_west
+                                         if decode(d).message_id == 0][-1]):
+            self.east.engine.datagram_received(datagram.data, (EAST, 4500), elsewhere)
+        self.east.engine.datagram_received(b"\xff", (EAST, 4500), elsewhere)
+        self.assertEqual(self.esa.remote, self.old)
+        self.assertEqual(self.eipsec.remote, self.old)
+        self.assertEqual(self.east.kernel.sas, before)
+        self.assertEqual(self.east.kernel.updates, 0)
+        self.assertEqual(self.moves(), [])
+        self.assertEqual(len(self.east.engine.sadb.ipsec_sas()), 1)
+
+    def test_a_replayed_informational_moves_nothing(self) -> None:
+        self.west.engine.send_protected_notify(self.wsa, NotifyType.R_U_THERE,
+                                               data=b"\0\0\0\3")
+        [notify] = self.network.queue
+        self.network.run()
+        self.east.engine.datagram_received(notify.data, (EAST, 4500), (NAT_PUBLIC, 45000))
+        self.assertEqual(self.esa.remote, self.old)
+        self.assertEqual(self.moves(), [])
+
+    def test_natted_side_does_not_follow(self) -> None:
+        # East's messages reach west from another port: west is the one behind the
+        # NAT, east's address cannot change that way (RFC 3947 §7: MUST NOT follow).
+        def other_port(datagram):
+            if datagram.src == (EAST, 4500):
+                return [dataclasses.replace(datagram, src=(EAST, 4501))]
+            return [datagram]
+
+        self.network.filters.append(other_port)
+        self.east.engine.send_protected_notify(self.esa, NotifyType.R_U_THERE,
+                                               data=b"\0\0\0\4")
+        self.network.run()
+        self.assertIn("R_U_THERE_ACK", self.east.log_text())   # west answered
+        self.assertEqual(self.wsa.remote, (EAST, 4500))
+        self.assertEqual(self.west.kernel.updates, 0)
+        self.assertNotIn("NAT mapping changed", self.west.log_text())
+
+    def test_kernel_refusing_the_update(self) -> None:
+        def refuse(old, new):
+            raise KernelError("Operation not supported")
+
+        self.patch(self.east.kernel, "update_sa", refuse)
+        reboot(self.nat)
+        self.west.engine.send_protected_notify(self.wsa, NotifyType.R_U_THERE,
+                                               data=b"\0\0\0\5")
+        self.network.run()
+        self.assertEqual(self.esa.remote, self.mapped())
+        self.assertIn("updating SA of conn for the new NAT mapping: Operation not supported",
+                      self.east.log_text())
+        self.assertEqual(len(self.eipsec.kernel_sas), 2)
+
+    def test_both_behind_nats_keepalives_follow(self) -> None:
+        self.connect(*both_behind_nats())
+        self.assertTrue(self.esa.nat.we_are_behind and self.esa.nat.peer_is_behind)
+        advance(self.network, 20)
+        self.assertEqual(self.east.sender.keepalives, [((EAST, 4500), self.old)])
+        reboot(self.nat)
+        self.west.engine.send_protected_notify(self.wsa, NotifyType.R_U_THERE,
+                                               data=b"\0\0\0\6")
+        self.network.run()
+        new = self.mapped()
+        self.assertEqual(self.esa.remote, new)
+        self.assertEqual(len(keepalive_calls(self.network.clock)), 2)   # one each side
+        advance(self.network, 20)
+        self.assertEqual(self.east.sender.keepalives[1:], [((EAST, 4500), new)])
+        self.assertIn(f"NAT-keepalives to {NAT_PUBLIC}:{self.old[1]} stopped",
+                      self.east.log_text())
 
 
 # -- filters -------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Covers isakmpd/ike/quick.py (inventory §4.5, RFC 2409 §5.5): after Main or
 Aggressive Mode, with and without PFS, both kernels hold the same SAs crosswise
 (same SPIs, keys and algorithms), flows out/in/fwd with one reqid; transport mode,
 AH, NAT-T encapsulation, a proposal mismatch refused with NO_PROPOSAL_CHOSEN, loss
-and duplicates of Quick Mode messages, several Quick Modes on one ISAKMP SA.
+and duplicates of Quick Mode messages, several Quick Modes on one ISAKMP SA; SPIs
+reserved and never installed are released (failed install, time-outs, a protocol
+the responder did not choose).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from isakmpd.ike.exchange import ExchangeFailed
 from isakmpd.ike.sa import IpsecSA
+from isakmpd.kernel.interface import KernelError
 from isakmpd.wire.constants import EncapsulationMode, ExchangeType, IpsecAttr, ProtocolId
 from tests.support.ikepair import (
     EAST,
@@ -230,3 +233,80 @@ class QuickModeTests(SynchronousTestCase):
         attribute = responder.reply_sa.proposals[0].transforms[0].attribute(
             IpsecAttr.ENCAPSULATION_MODE)
         self.assertEqual(attribute.value, EncapsulationMode.UDP_ENCAP_TUNNEL)
+
+
+class SpiReleaseTests(SynchronousTestCase):
+    """SPIs reserved with allocate_spi and never installed go back (IKernel.release_spi)."""
+
+    def test_responder_install_fails(self) -> None:
+        network, west, east = make_pair()
+        collect(west.engine.initiate_phase1("peer"))
+        network.run()
+
+        def refuse(sa):
+            raise KernelError("Requested type not found")
+
+        self.patch(east.kernel, "add_sa", refuse)
+        collect(west.engine.initiate_connection("conn"))
+        network.run()
+        self.assertIn("installing the SAs failed: Requested type not found", east.log_text())
+        self.assertEqual(east.engine.sadb.ipsec_sas(), [])
+        self.assertEqual(east.kernel.sas, {})
+        self.assertEqual(east.kernel.reserved, set())
+        self.assertNotIn("not yet used", east.kernel.describe())
+        # West, whose install worked, keeps its SAs and reserves nothing either.
+        self.assertEqual(len(west.kernel.sas), 2)
+        self.assertEqual(west.kernel.reserved, set())
+
+    def test_initiator_times_out(self) -> None:
+        network, west, _east = make_pair()
+        collect(west.engine.initiate_phase1("peer"))
+        network.run()
+        network.filters.append(
+            lambda d: [] if decode(d).exchange_type == ExchangeType.QUICK_MODE else [d])
+        box = collect(west.engine.initiate_connection("conn"))
+        network.run()
+        self.assertEqual(len(west.kernel.reserved), 1)       # QM1 is on its way
+        for _ in range(13):
+            network.clock.advance(10)
+            network.run()
+        box[0].trap(ExchangeFailed)
+        self.assertIn("timed out", box[0].value.message)
+        self.assertEqual(west.kernel.reserved, set())
+        self.assertEqual(exchange_calls(network.clock), [])
+
+    def test_responder_times_out_waiting_for_qm3(self) -> None:
+        network, west, east = make_pair()
+        collect(west.engine.initiate_phase1("peer"))
+        network.run()
+        seen: list = []
+
+        def drop_qm3(datagram):
+            if decode(datagram).exchange_type != ExchangeType.QUICK_MODE:
+                return [datagram]
+            seen.append(datagram)
+            return [] if datagram.src[0] == WEST and len(seen) > 1 else [datagram]
+
+        network.filters.append(drop_qm3)
+        box = collect(west.engine.initiate_connection("conn"))
+        network.run()
+        self.assertIsInstance(box[0], IpsecSA)
+        self.assertEqual(len(east.kernel.reserved), 1)
+        for _ in range(13):
+            network.clock.advance(10)
+            network.run()
+        self.assertEqual(east.engine.sadb.ipsec_sas(), [])
+        self.assertEqual(east.kernel.reserved, set())
+        self.assertEqual(east.kernel.sas, {})
+
+    def test_protocol_not_chosen_is_released(self) -> None:
+        network, west, east = make_pair(
+            west={"suites": "QM-AH-SHA-SUITE,QM-ESP-AES-128-SHA-SUITE"},
+            east={"suites": "QM-ESP-AES-128-SHA-SUITE"})
+        box = collect(west.engine.initiate_connection("conn"))
+        network.run()
+        self.assertIsInstance(box[0], IpsecSA, east.log_text())
+        self.assertEqual([p.protocol for p in box[0].spis], [ProtocolId.IPSEC_ESP])
+        self.assertEqual(west.kernel.reserved, set())       # the AH SPI went back
+        self.assertEqual(east.kernel.reserved, set())
+        self.assertEqual(kernel_sa_mismatches(west.kernel, east.kernel), [])

@@ -161,6 +161,53 @@ class MemoryKernelTests(SynchronousTestCase):
                           "192.0.2.2")
         self.assertEqual(len(self.kernel.sas), 1)
 
+    def test_release_spi_forgets_the_reservation(self) -> None:
+        spi = self.kernel.allocate_spi(ESP, "192.0.2.2", "192.0.2.1")
+        other = self.kernel.allocate_spi(AH, "192.0.2.2", "192.0.2.1")
+        self.kernel.release_spi(ESP, spi, "192.0.2.1")
+        self.assertEqual(self.kernel.reserved, {(AH, other, "192.0.2.1")})
+        # Released twice, never reserved, or installed: an error the caller may ignore.
+        error = self.assertRaises(KernelError, self.kernel.release_spi, ESP, spi,
+                                  "192.0.2.1")
+        self.assertEqual(str(error), f"no reserved IPSEC_ESP SPI 0x{spi.hex()} to 192.0.2.1")
+        self.assertRaises(KernelError, self.kernel.release_spi, AH, other, "192.0.2.9")
+        self.kernel.add_sa(esp_sa(spi=other, dst="192.0.2.1", protocol=AH,
+                                  auth_algorithm=AuthAlgorithm.HMAC_SHA, enc_transform=None))
+        self.assertRaises(KernelError, self.kernel.release_spi, AH, other, "192.0.2.1")
+        self.assertEqual(list(self.kernel.sas), [(AH, other, "192.0.2.1")])
+        self.assertEqual(self.kernel.reserved, set())
+        self.assertNotIn("not yet used", self.kernel.describe())
+
+    def test_update_sa_moves_addresses_and_ports(self) -> None:
+        old = esp_sa(encap=(4500, 40001))
+        self.kernel.add_sa(old)
+        # The peer's NAT changed its port: same key, new encapsulation.
+        ported = dataclasses.replace(old, encap=(4500, 40002))
+        self.kernel.update_sa(old, ported)
+        self.assertEqual(self.kernel.sas, {(ESP, old.spi, "192.0.2.2"): ported})
+        # ... and its address: the destination is part of the key.
+        moved = dataclasses.replace(ported, dst="192.0.2.3")
+        self.kernel.update_sa(ported, moved)
+        self.assertEqual(self.kernel.sas, {(ESP, old.spi, "192.0.2.3"): moved})
+        self.assertEqual(self.kernel.updates, 2)
+
+    def test_update_sa_errors(self) -> None:
+        old = esp_sa()
+        error = self.assertRaises(KernelError, self.kernel.update_sa, old, old)
+        self.assertEqual(str(error), "no IPSEC_ESP SA with SPI 0x12345678 to 192.0.2.2")
+        self.kernel.add_sa(old)
+        self.assertRaises(KernelError, self.kernel.update_sa, old,
+                          dataclasses.replace(old, spi=b"\x12\x34\x56\x79"))
+        taken = esp_sa(dst="192.0.2.3")
+        self.kernel.add_sa(taken)
+        error = self.assertRaises(KernelError, self.kernel.update_sa, old,
+                                  dataclasses.replace(old, dst="192.0.2.3"))
+        self.assertIn("already exists", str(error))
+        self.assertRaises(KernelError, self.kernel.update_sa, old,
+                          dataclasses.replace(old, src="nowhere"))
+        self.assertEqual(set(self.kernel.sas.values()), {old, taken})
+        self.assertEqual(self.kernel.updates, 0)
+
     def test_malformed_sas_refused(self) -> None:
         cases = [
             (esp_sa(spi=b"\x01\x02"), "an SPI must be 4 bytes"),

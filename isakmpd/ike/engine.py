@@ -35,7 +35,11 @@ This module owns what isakmpd's ``message.c`` (message_recv), ``exchange.c``
   them). An authenticated message that arrives on the NAT-T port moves its ISAKMP
   SA there (replies and later exchanges use the peer's address and port as seen on
   that port, a translated one included); afterwards messages for that SA arriving
-  on the plain port are dropped with one log line. With ``-T`` (``nat_t=False``)
+  on the plain port are dropped with one log line. When the peer is behind a NAT
+  and an authenticated message of a ready SA comes from another public address or
+  port (the NAT rebooted or timed out its mapping), the peer's SAs move there:
+  ISAKMP SAs, IPsec SAs with their kernel SAs' addresses and encapsulation ports,
+  keepalives (RFC 3947 §7, :meth:`Engine.move_peer`). With ``-T`` (``nat_t=False``)
   nothing arriving on the NAT-T port is accepted.
 * Simultaneous negotiations: two IPsec SAs for the same traffic whose Quick Modes
   overlapped are twins; as in RFC 7296 §2.8.1, the one whose exchange has the
@@ -517,6 +521,102 @@ class Engine:
         self.sadb.move_isakmp(sa, local, remote)
         self.log.info("{sa}: peer {ip} talks on port {port}: moved to the NAT-T port",
                       sa=sa.describe(), ip=remote[0], port=local[1])
+
+    def peer_authenticated(self, sa: IsakmpSA, local: Address, remote: Address) -> None:
+        """A phase 2 or informational message on ``sa`` passed its HASH.
+
+        Quick Mode and Informational steps call this once a received message is
+        authenticated (it decrypted and its HASH matched; replays of finished
+        exchanges and of used message IDs never reach a step), before they act on it.
+
+        RFC 3947 §7: when a NAT drops or changes its mapping (reboot, timeout), the
+        end that is not behind that NAT SHOULD use the address and port of the last
+        valid authenticated IKE or ESP packet from the peer; keepalives, which are
+        not authenticated, cannot be used (the transport drops them anyway). So such
+        a message on ready ``sa`` from another address or port moves the SA and
+        everything with the peer there (:meth:`move_peer`) before anything is sent
+        in answer; a forged or garbage datagram with the right cookies never gets
+        here and moves nothing. Only when the peer is behind a NAT (its NAT-D did not
+        match): with no NAT, or only us behind one, the peer's address cannot change
+        this way and the RFC says the NATed host MUST NOT follow (a DoS), so the SA
+        stays (each exchange still answers where its message came from).
+
+        isakmpd adopts a message's transport for its ISAKMP SA in phase 1 only
+        (message.c message_recv), so its DELETEs and Quick Modes keep going to the
+        old mapping; strongSwan's charon in IKEv1 (task_manager_v1.c
+        process_message) calls ike_sa.c update_hosts for every message that parses,
+        which moves the IKE SA and updates its CHILD_SAs in the kernel, as done here.
+        """
+        if (remote != sa.remote and local == sa.local and sa.ready
+                and sa.nat.peer_is_behind):
+            self.move_peer(sa, remote)
+
+    def move_peer(self, sa: IsakmpSA, remote: Address) -> None:
+        """The NAT in front of ``sa``'s peer now shows it as ``remote`` (RFC 3947 §7).
+
+        Every SA with that peer (same section) on the old endpoints follows: its
+        ISAKMP SAs and their exchanges (replies, retransmissions, DELETE, our Quick
+        Modes go to ``remote``), its IPsec SAs
+        and their kernel SAs (``IKernel.update_sa``: addresses and UDP encapsulation
+        ports) and flows (tunnel endpoints), and our NAT-keepalives when we are
+        behind a NAT too. One log line at the default level.
+        """
+        local, old = sa.local, sa.remote
+        name = sa.name.lower()
+        isakmps = [o for o in self.sadb.isakmp_by_address(old[0])
+                   if o.local == local and o.remote == old and o.name.lower() == name]
+        ipsecs = [i for i in self.sadb.ipsec_by_address(old[0])
+                  if i.local == local and i.remote == old and i.state is not SaState.DEAD
+                  and i.isakmp_sa.name.lower() == name]
+        self.log.info("peer {peer}: NAT mapping changed from {oip}:{oport} to {ip}:{port}, "
+                      "moving {n} ISAKMP SA(s) and {m} IPsec SA(s) there", peer=sa.name,
+                      oip=old[0], oport=old[1], ip=remote[0], port=remote[1],
+                      n=len(isakmps), m=len(ipsecs))
+        for other in isakmps:
+            self.sadb.move_isakmp(other, local, remote)
+            for exchange in self._exchanges_of(other):     # retransmissions, resends
+                if exchange.remote == old:
+                    exchange.remote = remote
+        for ipsec in ipsecs:
+            self.sadb.move_ipsec(ipsec, local, remote)
+            self._remap_kernel(ipsec, old)
+        if (local, old) in self._keepalives:
+            self._update_keepalive(local, old)
+        self._update_keepalive(local, remote)
+
+    def _remap_kernel(self, ipsec: IpsecSA, old: Address) -> None:
+        """Give a moved IPsec SA's kernel SAs and flows the peer's new endpoint."""
+        from isakmpd.ike import natt
+        local, remote = ipsec.local, ipsec.remote
+        updated = []
+        for kernel_sa in ipsec.kernel_sas:
+            inbound = ipsec.our_spi(kernel_sa.protocol) == kernel_sa.spi
+            new = natt.remapped_sa(kernel_sa, inbound=inbound, local=local, remote=remote)
+            try:
+                if new != kernel_sa:
+                    self.kernel.update_sa(kernel_sa, new)
+            except KernelError as error:
+                self.warn("updating SA of {name} for the new NAT mapping: {error}",
+                          name=ipsec.name, error=error)
+                new = kernel_sa
+            updated.append(new)
+        ipsec.kernel_sas = updated
+        flows = []
+        for flow in ipsec.flows:
+            new_flow = natt.remapped_flow(flow, old[0], remote[0])
+            try:
+                if new_flow.selector() != flow.selector():
+                    self.kernel.delete_flow(flow)
+                if new_flow != flow:
+                    self.kernel.add_flow(new_flow)     # same selector: replaced
+            except KernelError as error:
+                self.warn("updating flow of {name} for the new NAT mapping: {error}",
+                          name=ipsec.name, error=error)
+                new_flow = flow
+            flows.append(new_flow)
+        ipsec.flows = flows
+        ipsec.local_id = natt.remapped_id(ipsec.local_id, old[0], remote[0])
+        ipsec.remote_id = natt.remapped_id(ipsec.remote_id, old[0], remote[0])
 
     def _exchanges_of(self, sa: IsakmpSA) -> list[Exchange | FinishedExchange]:
         running: list[Exchange | FinishedExchange] = [

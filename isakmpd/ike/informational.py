@@ -8,7 +8,9 @@ informational exchanges (inventory §4.6, RFC 2409 §5.7):
   hash(last phase 1 IV | M-ID), carrying HASH(1) = prf(SKEYID_a, M-ID | N/D) first
   and then the notification or DELETE payloads; it is never retransmitted;
 * receiving: the HASH must come first and match, otherwise the message is dropped
-  with one log line and no answer (it cannot be authenticated). Only then does a
+  with one log line and no answer (it cannot be authenticated). An authenticated one
+  from a new NAT mapping of the peer moves the SAs first (``Engine.peer_authenticated``,
+  RFC 3947 §7). Only then does a
   DELETE remove our SAs: protocol ISAKMP with 16-byte SPIs (the cookie pair), ESP/AH
   with 4-byte SPIs naming the sender's inbound SAs, i.e. our outbound ones, and only
   SAs with the sending peer. INITIAL-CONTACT removes older SAs with the peer;
@@ -131,6 +133,7 @@ class Informational(Exchange):
         if not _prf.equal(self._hash(message.bytes_after(0)), first.body_bytes()):
             raise ExchangeError(None, f"{self.describe()}: HASH(1) does not match, "
                                       "message dropped", fatal=False)
+        self.engine.peer_authenticated(self.sa, local, remote)
         for payload in message.payloads[1:]:
             if isinstance(payload, DeletePayload):
                 self._delete(payload)

@@ -21,17 +21,22 @@ This module owns isakmpd's ``nat_traversal.c`` logic without its I/O (inventory 
   to refuse UDP_ENCAP without a NAT and to see whether transport mode is offered);
 * NAT-OA (RFC 3947 §5.2): :func:`nat_oa_payloads` builds NAT-OAi and NAT-OAr (type 21,
   or 131 with the drafts), :func:`read_nat_oa` checks the received ones and returns
-  the original addresses.
+  the original addresses;
+* a NAT mapping change (RFC 3947 §7): :func:`remapped_sa`, :func:`remapped_flow` and
+  :func:`remapped_id` compute an IPsec SA's kernel SAs, flows and IDs with the peer at
+  its new public address and port (the engine decides when and installs them).
 
 Pure: no I/O, no Twisted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from isakmpd.crypto.prf import hash as plain_hash
 from isakmpd.wire import addresses
@@ -42,11 +47,21 @@ from isakmpd.wire.constants import (
     VID_NAT_T_DRAFT_03,
     VID_NAT_T_RFC3947,
     EncapsulationMode,
+    IdType,
     IpsecAttr,
     PayloadType,
     member,
 )
-from isakmpd.wire.payloads import NatDPayload, NatOaPayload, SaPayload, VendorPayload
+from isakmpd.wire.payloads import (
+    IdPayload,
+    NatDPayload,
+    NatOaPayload,
+    SaPayload,
+    VendorPayload,
+)
+
+if TYPE_CHECKING:
+    from isakmpd.kernel.interface import KernelFlow, KernelSA
 
 __all__ = [
     "DRAFT_VIDS",
@@ -63,6 +78,9 @@ __all__ = [
     "peer_capabilities",
     "plain_mode",
     "read_nat_oa",
+    "remapped_flow",
+    "remapped_id",
+    "remapped_sa",
     "sa_encapsulations",
 ]
 
@@ -246,3 +264,53 @@ def _plain_ip(ip: str) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
+
+
+# -- a NAT mapping change (RFC 3947 §7) -------------------------------------------------
+
+Address = tuple[str, int]
+
+
+def remapped_sa(sa: KernelSA, *, inbound: bool, local: Address, remote: Address) -> KernelSA:
+    """``sa`` (one direction of an IPsec SA) with the peer at ``remote`` now.
+
+    The peer's address is the source of the inbound SA and the destination of the
+    outbound one; UDP encapsulation, when the SA has it, is (peer port, our port)
+    inbound and (our port, peer port) outbound, as Quick Mode installs it.
+    """
+    if inbound:
+        encap = (remote[1], local[1]) if sa.encap is not None else None
+        return dataclasses.replace(sa, src=remote[0], encap=encap)
+    encap = (local[1], remote[1]) if sa.encap is not None else None
+    return dataclasses.replace(sa, dst=remote[0], encap=encap)
+
+
+def remapped_flow(flow: KernelFlow, old_ip: str, new_ip: str) -> KernelFlow:
+    """``flow`` with the peer's address ``old_ip`` replaced by ``new_ip``.
+
+    Tunnel endpoints change; so do host selectors of the old address (transport mode
+    through a NAT protects the traffic between the ISAKMP SA's addresses).
+    """
+    if old_ip == new_ip:
+        return flow
+    old_host = addresses.network_text(addresses.network(old_ip))
+    new_host = addresses.network_text(addresses.network(new_ip))
+
+    def swap(value: str | None, old: str, new: str) -> str | None:
+        return new if value == old else value
+
+    return dataclasses.replace(
+        flow, src_net=swap(flow.src_net, old_host, new_host),
+        dst_net=swap(flow.dst_net, old_host, new_host),
+        tunnel_src=swap(flow.tunnel_src, old_ip, new_ip),
+        tunnel_dst=swap(flow.tunnel_dst, old_ip, new_ip))
+
+
+def remapped_id(id_payload: IdPayload | None, old_ip: str, new_ip: str) -> IdPayload | None:
+    """A host ID of ``old_ip`` as one of ``new_ip`` (same protocol and port); others
+    as they are."""
+    if (id_payload is None or old_ip == new_ip
+            or id_payload.id_type not in (IdType.IPV4_ADDR, IdType.IPV6_ADDR)
+            or bytes(id_payload.data) != addresses.packed(old_ip)):
+        return id_payload
+    return IdPayload.from_address(new_ip, id_payload.protocol, id_payload.port)

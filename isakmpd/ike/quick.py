@@ -10,7 +10,9 @@ installation of ``ipsec.c`` finalize_exchange (inventory §4.5, RFC 2409 §5.5):
 HASH(1) = prf(SKEYID_a, M-ID | everything after HASH), HASH(2) = prf(SKEYID_a, M-ID |
 Ni_b | everything after HASH), HASH(3) = prf(SKEYID_a, 0 | M-ID | Ni_b | Nr_b). A
 message whose HASH is missing, not first or wrong cannot be authenticated: it is
-dropped with one log line and no answer. Refusals of authenticated messages (no
+dropped with one log line and no answer; an authenticated one from a new NAT
+mapping of the peer first moves the SAs there (``Engine.peer_authenticated``, RFC
+3947 §7). Refusals of authenticated messages (no
 acceptable proposal, unknown IDs) end the exchange with a protected notification.
 
 The offer, the choice and the connection come from :mod:`isakmpd.ike.policy`; SPIs
@@ -18,7 +20,9 @@ from ``IKernel.allocate_spi``; KEYMAT from :mod:`isakmpd.crypto.ipsec_keys`. Whe
 the script ends, both directions of every protocol go to ``IKernel.add_sa`` (inbound
 with our SPI towards us, outbound with the peer's SPI towards it) and the flows
 (out, in, and fwd in tunnel mode) to ``IKernel.add_flow``, tied by a new reqid. With
-NAT-T the SAs carry the UDP encapsulation ports the ISAKMP SA uses.
+NAT-T the SAs carry the UDP encapsulation ports the ISAKMP SA uses. SPIs that end
+up in no installed SA (the exchange failed, or the peer chose a proposal without
+that protocol) are given back with ``IKernel.release_spi``.
 
 NAT-T (RFC 3947 §5): with a NAT detected the modes are the UDP_ENCAP ones; without
 one (or with ``-T``) a peer's UDP_ENCAP mode is refused, offered or answered. In
@@ -120,7 +124,7 @@ class QuickMode(Exchange):
         self.nr_b = b""
         self.idci: IdPayload | None = None
         self.idcr: IdPayload | None = None
-        self._allocated: list[tuple[ProtocolId, bytes]] = []
+        self._allocated: list[tuple[ProtocolId, bytes, str]] = []   # (protocol, SPI, dst)
         self._nat_oa: list[Payload] = []                  # NAT-OAi, NAT-OAr we send
         self.nat_oa_received: tuple[str, str] | None = None
         self.started_seq = self.engine.next_seq()   # orders it against other SAs
@@ -141,24 +145,33 @@ class QuickMode(Exchange):
     # -- helpers ---------------------------------------------------------------------
 
     def _spi_for(self, protocol: ProtocolId) -> bytes:
+        dst = self.sa.local[0]
         try:
-            spi = self.engine.kernel.allocate_spi(protocol, self.sa.remote[0],
-                                                  self.sa.local[0])
+            spi = self.engine.kernel.allocate_spi(protocol, self.sa.remote[0], dst)
         except KernelError as error:
             raise ExchangeError(None, f"{self.describe()}: no SPI from the kernel: "
                                       f"{error}") from None
-        self._allocated.append((member(ProtocolId, protocol), bytes(spi)))
+        self._allocated.append((member(ProtocolId, protocol), bytes(spi), dst))
         return bytes(spi)
 
     def failure_cleanup(self) -> None:
         """Give back SPIs we allocated for an SA that will not be installed."""
-        installed = {(s.protocol, s.spi) for ipsec in self.engine.sadb.ipsec_sas()
-                     for s in ipsec.kernel_sas}
-        for protocol, spi in self._allocated:
-            if (protocol, spi) in installed:
+        self._release_spis(self.engine.sadb.ipsec_sas())
+
+    def _release_spis(self, ipsecs: list[IpsecSA]) -> None:
+        """Release the reserved SPIs no SA of ``ipsecs`` was installed with.
+
+        IKernel.release_spi only for those: with XFRM it deletes the state with that
+        (dst, SPI, protocol), which must never be an installed SA. An SPI whose SA
+        was added and taken out again (a failed install) is no longer reserved; the
+        kernel's error for it is expected.
+        """
+        installed = {(s.protocol, s.spi, s.dst) for ipsec in ipsecs for s in ipsec.kernel_sas}
+        for protocol, spi, dst in self._allocated:
+            if (protocol, spi, dst) in installed:
                 continue
             try:
-                self.engine.kernel.delete_sa(protocol, spi, self.sa.local[0])
+                self.engine.kernel.release_spi(protocol, spi, dst)
             except KernelError:
                 pass
         self._allocated = []
@@ -321,6 +334,7 @@ class QuickMode(Exchange):
         self._check_hash(message, lambda m: quick_mode_hash2(
             self._hash_alg(), self._skeyid_a(), self.message_id, self.ni_b,
             m.bytes_after(0)), "HASH(2)")
+        self.engine.peer_authenticated(self.sa, local, remote)
         reply = self._one_sa(message)
         assert self.offer is not None
         self._check_reply_modes(reply)
@@ -403,6 +417,7 @@ class QuickMode(Exchange):
         self._check_hash(message, lambda m: quick_mode_hash1(
             self._hash_alg(), self._skeyid_a(), self.message_id, m.bytes_after(0)),
             "HASH(1)")
+        self.engine.peer_authenticated(self.sa, local, remote)
         offered = self._one_sa(message)
         self.ni_b = self._nonce(message)
         received = self._ids(message)
@@ -447,6 +462,7 @@ class QuickMode(Exchange):
         self._check_hash(message, lambda m: quick_mode_hash3(
             self._hash_alg(), self._skeyid_a(), self.message_id, self.ni_b, self.nr_b),
             "HASH(3)")
+        self.engine.peer_authenticated(self.sa, local, remote)
 
     # -- installing ----------------------------------------------------------------------
 
@@ -457,7 +473,8 @@ class QuickMode(Exchange):
             raise ExchangeError(None, f"{self.describe()}: installing the SAs failed: "
                                       f"{error}") from None
         self.engine.sadb.add_ipsec(ipsec)
-        self._allocated = []
+        # SPIs offered for protocols the peer did not choose were never installed.
+        self._release_spis([ipsec])
         self.engine.ipsec_established(ipsec)
         return ipsec
 

@@ -273,10 +273,10 @@ class SaDatabase:
     peer or connection name, by carrying ISAKMP SA) rather than scans: a gateway
     with thousands of peers must not pay per message for the others (and a
     road-warrior gateway has thousands of SAs under one section name, so SAs are
-    also indexed by peer address, alone and with the name). An ISAKMP SA's
-    endpoints change only through :meth:`move_isakmp`, which keeps the indexes
-    right (an IPsec SA's never change); lookups by SPI, which are set late and
-    rare (DELETE), scan.
+    also indexed by peer address, alone and with the name). An SA's endpoints
+    change only through :meth:`move_isakmp` / :meth:`move_ipsec` (the float to the
+    NAT-T port, a NAT mapping change), which keep the indexes right; lookups by
+    SPI, which are set late and rare (DELETE), scan.
     """
 
     def __init__(self) -> None:
@@ -400,6 +400,17 @@ class SaDatabase:
             self._ipsec_live.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
         self._ipsec_by_ip.setdefault(sa.remote[0], []).append(sa)
         self._ipsec_by_isakmp.setdefault(sa.isakmp_sa, []).append(sa)
+
+    def move_ipsec(self, sa: IpsecSA, local: Address, remote: Address) -> None:
+        """Give ``sa`` new endpoints (the NAT in front of the peer changed its mapping)."""
+        if sa in self._ipsec and remote[0] != sa.remote[0]:
+            old, new = (sa.name.lower(), sa.remote[0]), (sa.name.lower(), remote[0])
+            if not sa.replaced:
+                _unindex(self._ipsec_live, old, sa)
+                self._ipsec_live.setdefault(new, []).append(sa)
+            _unindex(self._ipsec_by_ip, sa.remote[0], sa)
+            self._ipsec_by_ip.setdefault(remote[0], []).append(sa)
+        sa.local, sa.remote = local, remote
 
     def remove_ipsec(self, sa: IpsecSA) -> None:
         sa.state = SaState.DEAD

@@ -158,8 +158,37 @@ class IKernel(zope.interface.Interface):
         Raises KernelError when the protocol is not supported or no SPI is free.
         """
 
+    def release_spi(protocol: ProtocolId, spi: bytes, dst: str) -> None:
+        """Give back an SPI reserved by :meth:`allocate_spi` that no SA was added with.
+
+        Quick Mode calls it for the SPIs of a negotiation that failed before its SAs
+        were installed. With XFRM this deletes the larval state XFRM_MSG_ALLOCSPI made
+        (XFRM_MSG_DELSA on (dst, spi, protocol)); otherwise the kernel would drop it
+        only when its acquire timer runs out. Raises KernelError when no such
+        reservation exists (already installed, released or never made); callers
+        cleaning up may ignore that.
+        """
+
     def add_sa(sa: KernelSA) -> None:
         """Install one SA. Raises KernelError (readable message) on failure."""
+
+    def update_sa(old: KernelSA, new: KernelSA) -> None:
+        """Replace the installed SA ``old`` by ``new``: the same protocol, SPI, keys
+        and algorithms with other outer addresses and UDP encapsulation ports.
+
+        The engine calls it when an authenticated message shows that the NAT in
+        front of the peer changed its mapping (RFC 3947 §7): ``new.src``/``new.dst``
+        and ``new.encap`` are the peer's new public address and port. The SA keeps
+        working without renegotiation; a provider keeps its replay state and
+        counters where it can. With XFRM: when only the ports changed,
+        XFRM_MSG_UPDSA with the new XFRMA_ENCAP (the SA's id, (daddr, SPI,
+        protocol), stays); when an address changed (UPDSA keeps the addresses),
+        XFRM_MSG_MIGRATE, or as strongSwan's kernel-netlink update_sa does:
+        XFRM_MSG_GETSA and XFRM_MSG_GETAE (replay state), XFRM_MSG_DELSA, then
+        XFRM_MSG_NEWSA with the new addresses and the old replay state. Raises
+        KernelError when ``old`` is not installed or ``new`` names another protocol
+        or SPI.
+        """
 
     def delete_sa(protocol: ProtocolId, spi: bytes, dst: str) -> None:
         """Remove the SA (protocol, spi, dst). Raises KernelError if there is none."""

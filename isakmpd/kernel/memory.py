@@ -11,6 +11,9 @@ XFRM for a bookkeeping reason:
   seeded run is reproducible;
 * a second SA with the same (protocol, SPI, destination) is refused, and deleting an
   SA that is not there is an error (both KernelError, like EEXIST/ESRCH from netlink);
+* ``release_spi`` forgets a reservation no SA was added with (an unknown one is a
+  KernelError); ``update_sa`` replaces an installed SA by one with other addresses
+  and encapsulation ports (a NAT mapping change), counted in ``updates``;
 * a flow with the selectors and direction of an existing one replaces it (as
   XFRM_MSG_UPDPOLICY does); deleting an absent flow is a KernelError.
 
@@ -84,6 +87,7 @@ class MemoryKernel:
         # hash table, and a list scan would make the -n daemon quadratic.
         self._flows: dict[tuple[str, str, int, int, int, str], KernelFlow] = {}
         self.reserved: set[SaKey] = set()    # allocated SPIs with no SA yet
+        self.updates = 0                      # SAs replaced by update_sa
         self._last_reqid = 0
 
     # -- SPIs and SAs -----------------------------------------------------
@@ -103,6 +107,16 @@ class MemoryKernel:
                                    protocol=protocol.label, spi=spi.hex(), src=src, dst=dst)
                 return spi
         raise KernelError(f"no free {protocol.label} SPI for destination {dst}")
+
+    def release_spi(self, protocol: ProtocolId, spi: bytes, dst: str) -> None:
+        protocol = _protocol(protocol)
+        key = (protocol, _spi(spi), _address(dst, "destination"))
+        if key not in self.reserved:
+            raise KernelError(f"no reserved {protocol.label} SPI 0x{spi.hex()} to {key[2]}")
+        self.reserved.discard(key)
+        if debug.enabled(DebugClass.SYSDEP, 50):
+            self.log.debug("released {protocol} SPI 0x{spi} to {dst}", protocol=protocol.label,
+                           spi=spi.hex(), dst=key[2])
 
     def add_sa(self, sa: KernelSA) -> None:
         protocol = _protocol(sa.protocol)
@@ -125,6 +139,25 @@ class MemoryKernel:
         self.sas[key] = sa
         if debug.enabled(DebugClass.SYSDEP, 30):
             self.log.debug("installed SA {sa}", sa=sa)
+
+    def update_sa(self, old: KernelSA, new: KernelSA) -> None:
+        protocol = _protocol(old.protocol)
+        key = (protocol, _spi(old.spi), _address(old.dst, "destination"))
+        if key not in self.sas:
+            raise KernelError(f"no {protocol.label} SA with SPI 0x{old.spi.hex()} to {key[2]}")
+        if new.protocol != old.protocol or new.spi != old.spi:
+            raise KernelError(f"an update of {protocol.label} SA 0x{old.spi.hex()} must keep "
+                              "its protocol and SPI")
+        _address(new.src, "source")
+        new_key = (protocol, key[1], _address(new.dst, "destination"))
+        if new_key != key and new_key in self.sas:
+            raise KernelError(f"an {protocol.label} SA with SPI 0x{old.spi.hex()} to "
+                              f"{new_key[2]} already exists")
+        del self.sas[key]
+        self.sas[new_key] = new
+        self.updates += 1
+        if debug.enabled(DebugClass.SYSDEP, 30):
+            self.log.debug("updated SA {sa}", sa=new)
 
     def delete_sa(self, protocol: ProtocolId, spi: bytes, dst: str) -> None:
         protocol = _protocol(protocol)
