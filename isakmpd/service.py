@@ -35,7 +35,18 @@ from isakmpd.transport.interface import IDatagramHandler
 from isakmpd.transport.udp import UdpTransport, select_listen_addresses
 from isakmpd.wire.constants import ISAKMP_PORT, NAT_T_PORT
 
-__all__ = ["DaemonSettings", "IsakmpdService", "StartupError", "source_address_for"]
+__all__ = [
+    "DEFAULT_CAPTURE_FILE",
+    "DEFAULT_CONFIG",
+    "DEFAULT_FIFO",
+    "DEFAULT_PID_FILE",
+    "DEFAULT_REPORT_FILE",
+    "DEFAULT_RESULT_FILE",
+    "DaemonSettings",
+    "IsakmpdService",
+    "StartupError",
+    "source_address_for",
+]
 
 DEFAULT_CONFIG = "/etc/isakmpd/isakmpd.conf"
 log = Logger()
@@ -45,18 +56,42 @@ class StartupError(Exception):
     """The daemon cannot start; the message says what to change."""
 
 
+DEFAULT_FIFO = "/var/run/isakmpd.fifo"
+DEFAULT_PID_FILE = "/var/run/isakmpd.pid"
+DEFAULT_REPORT_FILE = "/var/run/isakmpd.report"
+DEFAULT_RESULT_FILE = "/var/run/isakmpd.result"
+DEFAULT_CAPTURE_FILE = "/var/run/isakmpd.pcap"
+
+
 @dataclass
 class DaemonSettings:
-    """What the command line decided (isakmpd(8) flags that exist so far)."""
+    """What the command line decided (isakmpd(8) flags, inventory §1.1).
+
+    Paths default to isakmpd's; each can be changed (``--result-file`` is ours:
+    isakmpd's result file has a fixed path) so that a user without root can run
+    the daemon on unprivileged ports.
+    """
 
     config_file: str = DEFAULT_CONFIG
     no_kernel: bool = False           # -n: SAs go to the in-memory kernel only
     port: int = ISAKMP_PORT           # -p
+    local_port: int | None = None     # -P: our port when initiating (None: -p's)
     nat_t_port: int = NAT_T_PORT      # -N
     nat_t: bool = True                # -T turns NAT-T off
     families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)   # -4 / -6
     seed: bytes | None = None         # -r: reproducible randomness (debugging only)
-    passive: bool = False             # -S: initiate nothing
+    passive: bool = False             # -S: initiate nothing (FIFO "M active" resumes)
+    delete_sas: bool = True           # -S: no DELETEs at shutdown
+    acquire_only: bool = False        # -a: SAs only, no flows
+    ignore_policy: bool = False       # -K: no KeyNote policy (none exists yet)
+    foreground: int = 0               # -d, counted: stay attached, log to stderr
+    debug: tuple[tuple[int | None, int], ...] = ()    # -D class=level (None: A, all)
+    verbose: bool = False             # -v: phase 1 / phase 2 "done" lines
+    fifo: str | None = DEFAULT_FIFO   # -f ("-": standard input)
+    pid_file: str = DEFAULT_PID_FILE  # -i
+    report_file: str = DEFAULT_REPORT_FILE    # -R
+    result_file: str = DEFAULT_RESULT_FILE    # --result-file
+    capture_file: str | None = None   # -L (DEFAULT_CAPTURE_FILE) or -l FILE; None: off
 
 
 def source_address_for(remote_ip: str, port: int = ISAKMP_PORT) -> str:

@@ -1,9 +1,9 @@
 """twistd entry point for ``twistd isakmpd``: option parsing and makeService().
 
-The isakmpd(8) flags that work so far are accepted here; the others (the FIFO
-``-f``, ``-D`` debug classes, ``-L``/``-l`` capture, ``-R`` report file, ``-i`` pid
-file, ``-K``, ``-a``, ``-v``, ``-P``) are not accepted yet: they come with the
-daemon-operation work, and a flag that did nothing would mislead.
+:class:`Options` is isakmpd(8)'s command line (inventory §1.1) for both the
+``isakmpd`` console script (:mod:`isakmpd.cli`) and ``twistd isakmpd``; it turns
+the flags into a :class:`~isakmpd.service.DaemonSettings`. A bad option is a
+:class:`usage.UsageError` before anything is bound or created.
 """
 
 from __future__ import annotations
@@ -14,39 +14,135 @@ from typing import Any, ClassVar
 from twisted.application.service import IService
 from twisted.python import usage
 
-from isakmpd.service import DEFAULT_CONFIG, DaemonSettings, IsakmpdService
+from isakmpd.debug import MAX_LEVEL, DebugClass
+from isakmpd.service import (
+    DEFAULT_CAPTURE_FILE,
+    DEFAULT_CONFIG,
+    DEFAULT_FIFO,
+    DEFAULT_PID_FILE,
+    DEFAULT_REPORT_FILE,
+    DEFAULT_RESULT_FILE,
+    DaemonSettings,
+    IsakmpdService,
+)
 
 
 def _port(value: str) -> int:
-    number = int(value)
+    """A UDP port number, or a service name from /etc/services (as isakmpd's -N)."""
+    try:
+        number = int(value)
+    except ValueError:
+        try:
+            number = socket.getservbyname(value, "udp")
+        except OSError:
+            raise ValueError(f"{value} is neither a port number nor a UDP service name") \
+                from None
     if not 0 < number < 65536:
         raise ValueError(f"{value} is not a UDP port (1-65535)")
     return number
 
 
+def parse_debug(value: str) -> tuple[int | None, int]:
+    """``class=level`` or ``A=level`` (``-D``, ``[General] Loglevel``): (class or None, level).
+
+    Raises ValueError naming what is wrong.
+    """
+    name, sep, level_text = value.partition("=")
+    name, level_text = name.strip(), level_text.strip()
+    if not sep or not name or not level_text:
+        raise ValueError(f"debug setting {value!r} is not class=level")
+    if not level_text.isdigit() or int(level_text) > MAX_LEVEL:
+        raise ValueError(f"debug level {level_text!r} in {value!r} is not 0-{MAX_LEVEL}")
+    if name.upper() == "A":
+        return None, int(level_text)
+    if not name.isdigit() or int(name) not in DebugClass._value2member_map_:
+        raise ValueError(f"debug class {name!r} in {value!r} is not 0-{len(DebugClass) - 1} "
+                         "or A")
+    return int(name), int(level_text)
+
+
+# Flags that are parsed but whose work is not built yet, with their defaults: given
+# explicitly they are refused rather than silently ignored. Each leaves this table
+# when what it does exists.
+NOT_BUILT: dict[str, tuple[str, Any]] = {
+    "acquire-only": ("-a", False),
+    "ignore-policy": ("-K", False),
+    "capture": ("-L", False),
+    "capture-file": ("-l", None),
+    "fifo": ("-f", DEFAULT_FIFO),
+    "pid-file": ("-i", DEFAULT_PID_FILE),
+    "report-file": ("-R", DEFAULT_REPORT_FILE),
+    "result-file": ("--result-file", DEFAULT_RESULT_FILE),
+    "local-port": ("-P", None),
+    "verbose": ("-v", False),
+    "foreground": ("-d", 0),
+    "debug": ("-D", []),
+}
+
+
 class Options(usage.Options):
     """Options of ``twistd isakmpd`` and of the ``isakmpd`` console script."""
 
-    synopsis = "[-46nST] [-c config-file] [-N udpencap-port] [-p listen-port] [-r seed]"
+    synopsis = ("[-46adKLnSTv] [-c config-file] [-D class=level] [-f fifo] [-i pid-file] "
+                "[-l packetlog-file] [-N udpencap-port] [-p listen-port] [-P local-port] "
+                "[-R report-file] [-r seed]")
     longdesc = ("OpenBSD's isakmpd(8), the IKEv1 key management daemon, for Linux. "
                 "Without the XFRM backend (not built yet) it needs -n.")
 
     optFlags: ClassVar[list[list[str]]] = [
         ["inet4", "4", "IPv4 only"],
         ["inet6", "6", "IPv6 only"],
+        ["acquire-only", "a", "install SAs only, no flows (as [General] Acquire-Only)"],
+        ["ignore-policy", "K", "no KeyNote policy check (there is no policy support yet)"],
+        ["capture", "L", f"capture IKE packets in clear to {DEFAULT_CAPTURE_FILE}"],
         ["no-kernel", "n", "do not install SAs into the kernel (in-memory kernel)"],
-        ["passive", "S", "start in passive mode: initiate nothing (FIFO 'M active' later)"],
+        ["passive", "S", ("redundancy mode: initiate nothing (FIFO 'M active' resumes), "
+                         "send no DELETEs at shutdown")],
         ["no-nat-t", "T", "disable NAT traversal"],
+        ["verbose", "v", "log completed phase 1 and phase 2 exchanges"],
     ]
     optParameters: ClassVar[list[list[Any]]] = [
         ["config", "c", DEFAULT_CONFIG, "configuration file"],
-        ["port", "p", 500, "UDP port for IKE", _port],
+        ["fifo", "f", DEFAULT_FIFO, "control FIFO ('-': read commands from standard input)"],
+        ["pid-file", "i", DEFAULT_PID_FILE, "pid file"],
+        ["capture-file", "l", None, "capture IKE packets in clear to this file (implies -L)"],
         ["nat-t-port", "N", 4500, "UDP port for NAT-T (IKE and ESP in UDP)", _port],
+        ["port", "p", 500, "UDP port for IKE", _port],
+        ["local-port", "P", None, "UDP port our side uses when initiating", _port],
+        ["report-file", "R", DEFAULT_REPORT_FILE, "report file for SIGUSR1"],
+        ["result-file", None, DEFAULT_RESULT_FILE, "result file of the FIFO's S and C get"],
         ["seed", "r", None,
          "seed the random generator: every run the same (debugging only; keys predictable)"],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["foreground"] = 0
+        self["debug"] = []
+
+    def opt_foreground(self) -> None:
+        """stay in the foreground, log to stderr (twice: stop for a debugger)"""
+        self["foreground"] += 1
+
+    opt_d = opt_foreground
+
+    def opt_debug(self, value: str) -> None:
+        """debug class=level (class 0-10, or A for all); may be repeated"""
+        try:
+            self["debug"].append(parse_debug(value))
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
+
+    opt_D = opt_debug
+
+    def parseArgs(self, *args: str) -> None:
+        if args:
+            raise usage.UsageError(f"unexpected argument {args[0]!r}")
+
     def postOptions(self) -> None:
+        for key, (flag, default) in NOT_BUILT.items():
+            if self[key] != default:
+                raise usage.UsageError(f"{flag} is not built yet")
         if self["inet4"] and self["inet6"]:
             raise usage.UsageError("-4 and -6 exclude each other")
         if self["port"] == self["nat-t-port"] and not self["no-nat-t"]:
@@ -59,12 +155,18 @@ class Options(usage.Options):
         elif self["inet6"]:
             families = (socket.AF_INET6,)
         seed = self["seed"]
+        capture = self["capture-file"] or (DEFAULT_CAPTURE_FILE if self["capture"] else None)
         return DaemonSettings(
             config_file=self["config"], no_kernel=bool(self["no-kernel"]),
-            port=self["port"], nat_t_port=self["nat-t-port"],
-            nat_t=not self["no-nat-t"], families=families,
+            port=self["port"], local_port=self["local-port"],
+            nat_t_port=self["nat-t-port"], nat_t=not self["no-nat-t"], families=families,
             seed=seed.encode("utf-8") if seed is not None else None,
-            passive=bool(self["passive"]))
+            passive=bool(self["passive"]), delete_sas=not self["passive"],
+            acquire_only=bool(self["acquire-only"]),
+            ignore_policy=bool(self["ignore-policy"]), foreground=self["foreground"],
+            debug=tuple(self["debug"]), verbose=bool(self["verbose"]),
+            fifo=self["fifo"], pid_file=self["pid-file"], report_file=self["report-file"],
+            result_file=self["result-file"], capture_file=capture)
 
 
 def makeService(options: Options) -> IService:
