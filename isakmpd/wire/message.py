@@ -55,6 +55,8 @@ _HEADER = struct.Struct("!8s8sBBBBII")
 # TRANSACTION, 32..255 are DOI-specific or private (the exchange layer decides).
 _RESERVED_EXCHANGES = range(7, 32)
 _NO_FLAGS = Flag(0)
+# Every combination of the flags a valid header may carry, built once.
+_FLAG_VALUES = [Flag(value) for value in range(int(VALID_FLAGS) + 1)]
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,17 @@ class Header:
 
     def encode(self) -> bytes:
         """The 28 header bytes. Raises ValueError for fields that do not fit."""
-        for name, cookie in (("icookie", self.icookie), ("rcookie", self.rcookie)):
-            if len(cookie) != COOKIE_SIZE:
-                raise ValueError(f"{name} must be {COOKIE_SIZE} bytes, not {len(cookie)}")
+        # The struct packs fixed-size strings by padding or cutting, so the cookies
+        # are checked here; out-of-range numbers make it raise (then say which).
+        if len(self.icookie) != COOKIE_SIZE or len(self.rcookie) != COOKIE_SIZE:
+            for name, cookie in (("icookie", self.icookie), ("rcookie", self.rcookie)):
+                if len(cookie) != COOKIE_SIZE:
+                    raise ValueError(f"{name} must be {COOKIE_SIZE} bytes, not {len(cookie)}")
+        try:
+            return _HEADER.pack(self.icookie, self.rcookie, self.next_payload, self.version,
+                                self.exchange_type, self.flags, self.message_id, self.length)
+        except struct.error:
+            pass
         for name, value, limit in (("next payload", self.next_payload, 0xff),
                                    ("version", self.version, 0xff),
                                    ("exchange type", self.exchange_type, 0xff),
@@ -95,9 +105,7 @@ class Header:
                                    ("length", self.length, 0xffffffff)):
             if not 0 <= int(value) <= limit:
                 raise ValueError(f"header {name} {value} is out of range")
-        return _HEADER.pack(bytes(self.icookie), bytes(self.rcookie), int(self.next_payload),
-                            int(self.version), int(self.exchange_type), int(self.flags),
-                            int(self.message_id), int(self.length))
+        raise ValueError(f"header fields do not fit: {self!r}")
 
     def describe(self) -> str:
         return (f"{ExchangeType.describe(self.exchange_type)} icookie {self.icookie.hex()} "
@@ -150,8 +158,8 @@ def decode_header(data: bytes, *, check_length: bool = True) -> Header:
                     f"flags {flags:#04x} have bits other than ENC, COMMIT and AUTH_ONLY")
     _check_top_level_type(next_payload, 16, "ISAKMP header")
     return Header(icookie, rcookie, enum_or_int(PayloadType, next_payload),
-                  enum_or_int(ExchangeType, exchange_type), Flag(flags), message_id, length,
-                  version)
+                  enum_or_int(ExchangeType, exchange_type), _FLAG_VALUES[flags], message_id,
+                  length, version)
 
 
 def _check_top_level_type(payload_type: int, offset: int, where: str) -> None:
@@ -264,9 +272,10 @@ class Message:
         """The header for a body of ``body_length`` bytes (default: our plaintext)."""
         first = self.payloads[0].payload_type if self.payloads else PayloadType.NONE
         size = len(self.encode_body()) if body_length is None else body_length
+        value = int(self.flags if flags is None else flags)
         return Header(bytes(self.icookie), bytes(self.rcookie), first, self.exchange_type,
-                      Flag(self.flags if flags is None else flags), self.message_id,
-                      HEADER_SIZE + size)
+                      _FLAG_VALUES[value] if 0 <= value < len(_FLAG_VALUES) else Flag(value),
+                      self.message_id, HEADER_SIZE + size)
 
     def encode(self) -> bytes:
         """Header and cleartext payloads, flags as set (no encryption here)."""
