@@ -367,6 +367,21 @@ class Phase1SelectTests(SynchronousTestCase):
         self.assertEqual(reply.proposals[0].protocol_id, ProtocolId.ISAKMP)
         wire(reply)
 
+    def test_remembered_choice(self) -> None:
+        # The same offer again is answered from what was remembered, identically, until
+        # the configuration changes.
+        store = conf()
+        offer = (p1_xf(0, key=128, hash_alg=HashAlgorithm.SHA, group=2),
+                 p1_xf(1, enc=EncryptionAlgorithm.TRIPLE_DES_CBC, hash_alg=HashAlgorithm.SHA,
+                       group=2, key=None))
+        first = self.select(*offer, store=store)
+        again = self.select(*offer, store=store)
+        self.assertEqual(again, first)
+        self.assertEqual(wire(again[0]).raw, wire(first[0]).raw)
+        store.set("mm-conf", "Transforms", "AES-256-SHA2-256-GRP14", force=True)
+        self.assertNotEqual(self.select(p1_xf(3), store=store)[1], first[1])
+        self.refused(*offer, store=store)
+
     def test_suite_fields(self) -> None:
         _reply, suite = self.select(p1_xf(3))
         self.assertEqual(suite, policy.Phase1Suite(

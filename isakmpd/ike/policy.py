@@ -675,6 +675,16 @@ def phase1_select(store: Store, peer_section: str, offered: SaPayload, peer: str
         raise NegotiationError(_NOTIFY, f"peer {peer} offered protocol "
                                f"{ProtocolId.describe(proposal.protocol_id)} in phase 1, "
                                "not ISAKMP")
+    # The choice depends on the offer's bytes and our configuration only; a
+    # gateway sees the same few offers from all its peers.
+    key = ("p1-select", peer_section.lower(), ke_group,
+           offered.raw if offered.raw is not None else offered.encode_body())
+    plan = store.memo(key, lambda: _phase1_plan(store, peer_section, proposal, ke_group))
+    if plan is not None:
+        index, suite = plan
+        chosen = replace(proposal, transforms=[proposal.transforms[index]])
+        chosen.raw = None
+        return SaPayload(offered.doi, offered.situation, [chosen]), suite
     configs = _p1_configs(store, peer_section)
     reads = [_read_p1(transform) for transform in proposal.transforms]
     best: tuple[int, str] | None = None
@@ -692,11 +702,7 @@ def phase1_select(store: Store, peer_section: str, offered: SaPayload, peer: str
         for config in configs:
             score, reason, lives = _p1_compare(read, config)
             if reason is None:
-                suite = Phase1Suite(
-                    EncryptionAlgorithm(read.enc), read.key_length,      # type: ignore
-                    HashAlgorithm(read.hash), AuthMethod(read.auth),     # type: ignore
-                    int(read.group), lives.seconds, lives.kilobytes,     # type: ignore
-                    lives.shortened, read.transform.number)
+                suite = _p1_suite(read, lives)
                 chosen = replace(proposal, transforms=[read.transform])
                 chosen.raw = None
                 reply = SaPayload(offered.doi, offered.situation, [chosen])
@@ -708,6 +714,30 @@ def phase1_select(store: Store, peer_section: str, offered: SaPayload, peer: str
     why = best[1] if best is not None else "nothing was offered"
     raise NegotiationError(_NOTIFY, f"peer {peer} offered {offered_text}, we accept {ours} "
                                     f"for {peer_section}: {why}")
+
+
+def _phase1_plan(store: Store, peer_section: str, proposal: ProposalPayload,
+                 ke_group: int | None) -> tuple[int, Phase1Suite] | None:
+    """(index of the first acceptable transform, its suite), or None (the caller then
+    finds the reason)."""
+    configs = _p1_configs(store, peer_section)
+    for index, transform in enumerate(proposal.transforms):
+        read = _read_p1(transform)
+        if read.problem is not None or (ke_group is not None and read.group != ke_group):
+            continue
+        for config in configs:
+            _score, reason, lives = _p1_compare(read, config)
+            if reason is None:
+                return index, _p1_suite(read, lives)
+    return None
+
+
+def _p1_suite(read: _P1Offered, lives: _LifeCheck) -> Phase1Suite:
+    return Phase1Suite(
+        EncryptionAlgorithm(read.enc), read.key_length,      # type: ignore
+        HashAlgorithm(read.hash), AuthMethod(read.auth),     # type: ignore
+        int(read.group), lives.seconds, lives.kilobytes,     # type: ignore
+        lives.shortened, read.transform.number)
 
 
 def _p1_offer_matches(mine: _P1Offered, reply: _P1Offered) -> tuple[bool, _LifeCheck]:
