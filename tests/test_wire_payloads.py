@@ -193,6 +193,21 @@ class RoundTripTests(SynchronousTestCase):
                   PT.NAT_OA, PT.NAT_D_DRAFT, PT.NAT_OA_DRAFT, 200}
         self.assertEqual(types, wanted)
 
+    def test_echoed_transform_keeps_the_received_bytes(self) -> None:
+        # The echo sends the received bytes (here a lifetime as a 4-byte TLV although
+        # it fits a TV) without encoding the attributes again.
+        body = (struct.pack("!BBH", 1, c.EspTransform.AES, 0)
+                + struct.pack("!HH", 0x8000 | c.IpsecAttr.SA_LIFE_TYPE, 1)
+                + struct.pack("!HHI", c.IpsecAttr.SA_LIFE_DURATION, 4, 3600))
+        received = TransformPayload.decode_body(body, 40, c.ProtocolId.IPSEC_ESP)
+        echo = received.echo()
+        self.assertEqual(echo.verbatim, body)
+        self.assertEqual(echo.encode_body(), body)
+        self.assertEqual(echo, received)
+        # A transform built here has nothing to echo but its fields.
+        built = TransformPayload(1, c.EspTransform.AES, [Attribute(c.IpsecAttr.SA_LIFE_TYPE, 1)])
+        self.assertEqual(built.echo().encode_body(), built.encode_body())
+
     def test_round_trip(self) -> None:
         for payload in every_payload():
             body = payload.encode_body()

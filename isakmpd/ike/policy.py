@@ -682,7 +682,7 @@ def phase1_select(store: Store, peer_section: str, offered: SaPayload, peer: str
     plan = store.memo(key, lambda: _phase1_plan(store, peer_section, proposal, ke_group))
     if plan is not None:
         index, suite = plan
-        chosen = replace(proposal, transforms=[proposal.transforms[index]])
+        chosen = replace(proposal, transforms=[proposal.transforms[index].echo()])
         chosen.raw = None
         return SaPayload(offered.doi, offered.situation, [chosen]), suite
     configs = _p1_configs(store, peer_section)
@@ -703,7 +703,7 @@ def phase1_select(store: Store, peer_section: str, offered: SaPayload, peer: str
             score, reason, lives = _p1_compare(read, config)
             if reason is None:
                 suite = _p1_suite(read, lives)
-                chosen = replace(proposal, transforms=[read.transform])
+                chosen = replace(proposal, transforms=[read.transform.echo()])
                 chosen.raw = None
                 reply = SaPayload(offered.doi, offered.situation, [chosen])
                 return reply, suite
@@ -1430,9 +1430,8 @@ def _build_choice(group: list[ProposalPayload], picks: list[_Pick],
         protocol = member(ProtocolId, pick.proposal.protocol_id)
         our_spi = bytes(spi_for(protocol))
         received = pick.read.transform
-        # Sent back as received (RFC 2408 §4.2), re-encoded: no raw bytes kept.
-        transform = TransformPayload(received.number, received.transform_id,
-                                     list(received.attributes))
+        # Sent back as received (RFC 2408 §4.2).
+        transform = received.echo()
         reply_proposals.append(ProposalPayload(pick.proposal.number, protocol, our_spi,
                                                [transform]))
         shortened |= pick.lives.shortened

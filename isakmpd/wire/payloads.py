@@ -304,7 +304,10 @@ class TransformPayload(Payload):
     """Transform: number, transform ID and data attributes (RFC 2408 §3.6).
 
     ``attributes`` are named with IkeAttr for an ISAKMP proposal and IpsecAttr
-    for AH/ESP/IPCOMP (RFC 2407 §4.5).
+    for AH/ESP/IPCOMP (RFC 2407 §4.5). ``verbatim``, when set, is sent as the body
+    instead of an encoding of the fields: a responder returns the transform it
+    chose exactly as it was received (RFC 2408 §4.2), which is
+    :func:`echo` of the received one.
     """
 
     TYPE: ClassVar[int] = PayloadType.TRANSFORM
@@ -312,8 +315,16 @@ class TransformPayload(Payload):
     number: int
     transform_id: int
     attributes: list[Attribute] = field(default_factory=list)
+    verbatim: bytes | None = field(default=None, kw_only=True, compare=False, repr=False)
+
+    def echo(self) -> TransformPayload:
+        """A copy to send back as received (its bytes, when it was decoded)."""
+        return TransformPayload(self.number, self.transform_id, list(self.attributes),
+                                verbatim=self.raw)
 
     def encode_body(self) -> bytes:
+        if self.verbatim is not None:
+            return self.verbatim
         return (struct.pack("!BBH", _check_u8(self.number, "transform number"),
                             _check_u8(self.transform_id, "transform id"), 0)
                 + encode_attributes(self.attributes))
