@@ -24,6 +24,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from isakmpd import collector
+from isakmpd import log as isakmpd_log
+from isakmpd.capture import CaptureError, PacketCapture
 from isakmpd.config.parser import Severity
 from isakmpd.crypto.random import RandomSource, SeededRandom, SystemRandom
 from isakmpd.fileutil import load_config_file
@@ -130,6 +132,8 @@ class IsakmpdService(Service):
         self.transport: UdpTransport | None = None
         self.engine: Engine | None = None
         self.connections: ConnectionManager | None = None
+        # -L / -l / FIFO "p on|off" (inventory §1.6); off until started.
+        self.capture = PacketCapture(settings.capture_file or DEFAULT_CAPTURE_FILE)
 
     def load_configuration(self) -> Any:
         """Read the configuration file, logging every diagnostic with file and line."""
@@ -154,6 +158,12 @@ class IsakmpdService(Service):
         settings = self.settings
         self.kernel = self.make_kernel()
         self.store = self.load_configuration()
+        self.apply_log_settings()
+        if settings.capture_file:
+            try:
+                self.capture.start(settings.capture_file)
+            except CaptureError as error:
+                raise StartupError(str(error)) from None
         listen_on = self.store.get_list("General", "Listen-on") or None
         addresses, warnings = select_listen_addresses(
             listen_on, interface_addresses(settings.families), settings.families)
@@ -172,6 +182,7 @@ class IsakmpdService(Service):
         self.engine = Engine(self.store, self.reactor, self.rng, self.transport, self.kernel,
                              source_address, port=settings.port,
                              nat_t_port=settings.nat_t_port, nat_t=settings.nat_t)
+        self.engine.capture = self.capture
         dispatch.engine = self.engine
         self.transport.start()
         log.info("isakmpd listening on {where}",
@@ -184,12 +195,18 @@ class IsakmpdService(Service):
         collector.settle()
         super().startService()
 
+    def apply_log_settings(self) -> None:
+        """-D and -v, then [General] Loglevel / Logverbose on top (isakmpd's order)."""
+        isakmpd_log.apply_settings(self.settings)
+        isakmpd_log.apply_config_levels(self.store)
+
     def stopService(self) -> Deferred[None]:
         super().stopService()
         if self.connections is not None:
             self.connections.stop()
         if self.engine is not None:
             self.engine.shutdown()
+        self.capture.stop()
         if self.transport is not None:
             return maybeDeferred(self.transport.stop)
         return maybeDeferred(lambda: None)

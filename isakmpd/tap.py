@@ -67,16 +67,12 @@ def parse_debug(value: str) -> tuple[int | None, int]:
 NOT_BUILT: dict[str, tuple[str, Any]] = {
     "acquire-only": ("-a", False),
     "ignore-policy": ("-K", False),
-    "capture": ("-L", False),
-    "capture-file": ("-l", None),
     "fifo": ("-f", DEFAULT_FIFO),
     "pid-file": ("-i", DEFAULT_PID_FILE),
     "report-file": ("-R", DEFAULT_REPORT_FILE),
     "result-file": ("--result-file", DEFAULT_RESULT_FILE),
     "local-port": ("-P", None),
-    "verbose": ("-v", False),
     "foreground": ("-d", 0),
-    "debug": ("-D", []),
 }
 
 

@@ -50,6 +50,15 @@ This module owns what isakmpd's ``message.c`` (message_recv), ``exchange.c``
   next phase 1 rekey use the same one on both sides. RESPONDER-LIFETIME (RFC 2407 §4.6.3.1) received by an
   initiator shortens an SA's lifetime and timers, never lengthens them.
 
+* Watching messages (inventory §1.6, §1.1 ``-D``/``-v``): every message in clear
+  (ours before encryption and only at its first transmission, the peer's after
+  decryption) goes to ``capture`` (a :class:`~isakmpd.capture.PacketCapture`, when
+  active) with the addresses and ports it was sent from and to, and is summarised
+  in debug class Message (level 10 one line, 70 every payload). Debug lines name
+  their class and level (:meth:`Engine.debug`); none carries key material. With
+  ``-v`` (:func:`isakmpd.debug.verbose`) isakmpd's "phase 1 done", "quick mode
+  done" and "Peer ... made us delete live SA" lines are logged.
+
 Time comes from the injected ``clock`` (IReactorTime), randomness from ``rng``, the
 network from an ISender, the kernel from an IKernel: nothing here touches the global
 reactor or a socket.
@@ -67,6 +76,8 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from isakmpd import debug
+from isakmpd.debug import DebugClass
 from isakmpd.ike import policy
 from isakmpd.ike.exchange import Exchange, ExchangeFailed, FinishedExchange
 from isakmpd.ike.sa import ZERO_COOKIE, Address, IpsecSA, IsakmpSA, SaDatabase, SaState
@@ -79,12 +90,13 @@ from isakmpd.wire.constants import (
     ISAKMP_PORT,
     NAT_T_PORT,
     ExchangeType,
+    Flag,
     NotifyType,
     ProtocolId,
 )
 from isakmpd.wire.errors import DecodeError
 from isakmpd.wire.message import Header, Message, decode_header
-from isakmpd.wire.payloads import DeletePayload, NotifyPayload
+from isakmpd.wire.payloads import DeletePayload, IdPayload, NotifyPayload, format_id_data
 
 __all__ = ["Engine"]
 
@@ -104,6 +116,13 @@ def _canonical_ip(text: str) -> str:
         return addresses.canonical(text.strip())
     except ValueError:
         return text
+
+
+def _id_text(identity: IdPayload | None) -> str:
+    """An ID as isakmpd's ipsec_decode_id writes it (address, address/mask, name)."""
+    if identity is None:
+        return "<no ipsec id>"
+    return format_id_data(identity.id_type, identity.data)
 
 
 @implementer(IDatagramHandler)
@@ -140,6 +159,9 @@ class Engine:
         self._renegotiating: set[str] = set()            # connections (lower) we rekey
         # NAT-keepalive timers by (our NAT-T endpoint, the peer's NAT-T endpoint).
         self._keepalives: dict[tuple[Address, Address], Any] = {}
+        # Packet capture (isakmpd.capture.PacketCapture or None): sees every message
+        # in clear while it is active.
+        self.capture: Any = None
 
     # -- configuration -----------------------------------------------------------
 
@@ -155,6 +177,11 @@ class Engine:
     def warn(self, fmt: str, **kwargs: Any) -> None:
         """Log at the warning level (what an operator should read)."""
         self.log.emit(LogLevel.warn, fmt, **kwargs)
+
+    def debug(self, debug_class: DebugClass, level: int, fmt: str, **kwargs: Any) -> None:
+        """A debug line of ``debug_class`` at ``level``, built only when it is wanted."""
+        if debug.enabled(debug_class, level):
+            self.log.debug(fmt, **debug.fields(debug_class, level), **kwargs)
 
     def now(self) -> float:
         return float(self.clock.seconds())
@@ -186,15 +213,56 @@ class Engine:
             self.warn("sending {size} bytes to {ip}:{port} failed: {error}",
                           size=len(data), ip=remote[0], port=remote[1], error=error)
 
+    # -- watching messages (capture, debug class Message) ----------------------------
+
+    @property
+    def watching(self) -> bool:
+        """Does anybody want messages in clear (capture on, or Message debugging)?"""
+        capture = self.capture
+        return (capture is not None and capture.active) or \
+            debug.enabled(DebugClass.MESSAGE, 10)
+
+    def _marker(self, local: Address) -> bool:
+        """Did a message to or from ``local`` travel on our NAT-T port (non-ESP marker)?"""
+        return self.nat_t and local[1] == self.nat_t_port and self.nat_t_port != self.port
+
+    def message_out(self, message: Message, clear: bytes, local: Address,
+                    remote: Address) -> None:
+        """Our ``message`` (``clear``: its datagram unencrypted), sent for the first time."""
+        capture = self.capture
+        if capture is not None and capture.active:
+            capture.record(clear, local, remote, marker=self._marker(local))
+        self.debug(DebugClass.MESSAGE, 10, "sending to {ip}:{port}: {message}",
+                   ip=remote[0], port=remote[1], message=message.describe())
+        if debug.enabled(DebugClass.MESSAGE, 70):
+            self.debug(DebugClass.MESSAGE, 70, "{payloads}", payloads=message.describe_long())
+
+    def message_in(self, message: Message, data: bytes, local: Address,
+                   remote: Address) -> None:
+        """The peer's ``message`` (``data`` as received), decrypted and decoded."""
+        capture = self.capture
+        if capture is not None and capture.active:
+            clear = data
+            if message.flags & Flag.ENC and message.body is not None:
+                clear = data[:HEADER_SIZE] + message.body + message.padding
+            capture.record(clear, remote, local, marker=self._marker(local))
+        self.debug(DebugClass.MESSAGE, 10, "received from {ip}:{port}: {message}",
+                   ip=remote[0], port=remote[1], message=message.describe())
+        if debug.enabled(DebugClass.MESSAGE, 70):
+            self.debug(DebugClass.MESSAGE, 70, "{payloads}", payloads=message.describe_long())
+
     def send_unprotected_notify(self, icookie: bytes, rcookie: bytes, notify: int,
                                 local: Address, remote: Address, *, spi: bytes = b"",
                                 ) -> None:
         """An unprotected one-message informational exchange (no ISAKMP SA keys)."""
         payload = NotifyPayload(notify, ProtocolId.ISAKMP, spi)
         message = Message(icookie, rcookie, ExchangeType.INFO, [payload])
-        self.log.debug("sending {notify} to {ip}:{port}", notify=NotifyType.describe(notify),
-                       ip=remote[0], port=remote[1])
-        self.transmit(message.encode(), local, remote)
+        self.debug(DebugClass.MESSAGE, 20, "sending {notify} to {ip}:{port}",
+                   notify=NotifyType.describe(notify), ip=remote[0], port=remote[1])
+        data = message.encode()
+        if self.watching:
+            self.message_out(message, data, local, remote)
+        self.transmit(data, local, remote)
 
     def send_exchange_notification(self, exchange: Exchange, notify: int) -> None:
         """Tell the peer why ``exchange`` failed: protected once the SA is ready."""
@@ -410,6 +478,23 @@ class Engine:
                 self.log.info("INITIAL-CONTACT from {ip}: removing {sa}", ip=sa.remote[0],
                               sa=ipsec.describe())
                 self.remove_ipsec_sa(ipsec)
+
+    def peer_deleted(self, sa: IsakmpSA | IpsecSA, protocol: int) -> None:
+        """The peer's authenticated DELETE is about to remove ``sa``.
+
+        With ``-v``, an SA that has not reached its soft expiry gets isakmpd's line
+        (ipsec.c ipsec_delete_spi_list): the peer made us delete a live SA.
+        """
+        if not debug.verbose() or not sa.ready or sa.fading:
+            return
+        if sa.soft_at is not None and self.now() >= sa.soft_at:
+            return
+        id_i, id_r = (sa.local_id, sa.remote_id) if sa.initiator else \
+            (sa.remote_id, sa.local_id)
+        self.log.info("isakmpd: Peer {peer} made us delete live SA {name} for proto "
+                      "{proto}, initiator id: {id_i}, responder id: {id_r}",
+                      peer=sa.remote[0], name=sa.name or "<unnamed>", proto=int(protocol),
+                      id_i=_id_text(id_i), id_r=_id_text(id_r))
 
     def peer_refused(self, sa: IsakmpSA, kind: str) -> None:
         """An authenticated error notification: fail our Quick Modes awaiting QM2."""
@@ -791,6 +876,8 @@ class Engine:
         except DecodeError as error:
             self._bad(remote, "malformed notification: {error}", error=error.message)
             return
+        if self.watching:
+            self.message_in(message, data, sa.local, remote)
         notes = [p for p in message.payloads if isinstance(p, NotifyPayload)]
         if not notes:
             self._bad(remote, "unprotected informational without a notification")
@@ -818,6 +905,15 @@ class Engine:
         life = sa.suite.life_seconds if sa.suite is not None else None
         sa.life_seconds = life if life else DEFAULT_PHASE1_LIFETIME
         self.log.info("ISAKMP SA established: {sa}", sa=sa.describe())
+        if debug.verbose():
+            # exchange.c exchange_finalize.
+            id_i, id_r = (sa.local_id, sa.remote_id) if sa.initiator else \
+                (sa.remote_id, sa.local_id)
+            self.log.info("isakmpd: phase 1 done{role}: initiator id {id_i}, responder id "
+                          "{id_r}, src: {src} dst: {dst}",
+                          role="" if sa.initiator else " (as responder)",
+                          id_i=_id_text(id_i), id_r=_id_text(id_r), src=sa.local[0],
+                          dst=sa.remote[0])
         self._arm(sa)
         if sa.nat.we_are_behind:
             self._update_keepalive(sa.local, sa.remote)
@@ -840,6 +936,12 @@ class Engine:
         ipsec.state = SaState.READY
         ipsec.established_seq = self.next_seq()
         self.log.info("IPsec SA established: {sa}", sa=ipsec.describe())
+        if debug.verbose():
+            # ike_quick_mode.c post_quick_mode: the ISAKMP SA's transport.
+            carrier = ipsec.isakmp_sa
+            self.log.info("isakmpd: quick mode done{role}: src: {src} dst: {dst}",
+                          role="" if ipsec.initiator else " (as responder)",
+                          src=carrier.local[0], dst=carrier.remote[0])
         if ipsec.isakmp_sa.nat.we_are_behind:
             self._update_keepalive(ipsec.local, ipsec.remote)
         if self.keep_up(ipsec.name):
@@ -908,8 +1010,8 @@ class Engine:
             self.warn("sending a NAT-keepalive to {ip}:{port} failed: {error}",
                       ip=remote[0], port=remote[1], error=error)
         else:
-            self.log.debug("NAT-keepalive sent to {ip}:{port}", ip=remote[0],
-                           port=remote[1])
+            self.debug(DebugClass.TRANSPORT, 50, "NAT-keepalive sent to {ip}:{port}",
+                       ip=remote[0], port=remote[1])
         self._keepalives[key] = self.clock.callLater(self.keepalive_interval,
                                                      self._send_keepalive, key)
 
@@ -960,6 +1062,9 @@ class Engine:
         sa.hard_at = start + lifetime
         sa.timers["soft"] = self.clock.callLater(max(0.0, sa.soft_at - now),
                                                  self._soft_expired, sa)
+        self.debug(DebugClass.SA, 30, "{sa.describe()}: soft expiry in {soft:.0f} s, hard "
+                   "expiry in {hard:.0f} s", sa=sa, soft=sa.soft_at - now,
+                   hard=sa.hard_at - now)
 
     def _replace(self, old: IpsecSA, new: IpsecSA, *, delete: bool) -> None:
         self.sadb.mark_replaced(old)

@@ -19,7 +19,11 @@ steps (DESIGN.md §3):
 * duplicates: a message byte-identical to the last one received is never processed
   twice (it only triggers a resend of an untimed reply), an older one is ignored;
   any new accepted message cancels the pending retransmission;
-* every timer is cancelled when the exchange succeeds or fails.
+* every timer is cancelled when the exchange succeeds or fails;
+* every message is shown to the engine in clear (:meth:`Engine.message_out` before
+  encryption at its first transmission, :meth:`Engine.message_in` after
+  decryption) for packet capture and debug class Message; steps are logged in
+  debug class Exchange.
 
 A step that refuses a message raises :class:`ExchangeError`; ``fatal`` errors end
 the exchange (with the notification ``notify`` where one is allowed), others only
@@ -37,6 +41,7 @@ from twisted.python.failure import Failure
 
 from isakmpd.crypto.keys import IvChain
 from isakmpd.crypto.prf import CryptoError
+from isakmpd.debug import DebugClass
 from isakmpd.ike.policy import NegotiationError
 from isakmpd.ike.sa import Address, IsakmpSA
 from isakmpd.wire.constants import HEADER_SIZE, ExchangeType, Flag, NotifyType, PayloadType
@@ -152,6 +157,8 @@ class Exchange:
         """Arm the Exchange-max-time deadline; an initiator sends its first message."""
         self._deadline_call = self.engine.clock.callLater(self.engine.max_exchange_time,
                                                           self._expired)
+        self.engine.debug(DebugClass.EXCHANGE, 10, "{exchange.describe()}: started",
+                          exchange=self)
         if self.initiator:
             self._run()
 
@@ -167,6 +174,8 @@ class Exchange:
         self.done = True
         self.result = result
         self._cancel_timers()
+        self.engine.debug(DebugClass.EXCHANGE, 10, "{exchange.describe()}: finished",
+                          exchange=self)
         for hook in self.on_done:
             hook(self)
         waiters, self._waiters = self._waiters, []
@@ -182,6 +191,10 @@ class Exchange:
         self._cancel_timers()
         if log:
             self.engine.warn("{line}", line=error.message)
+        else:
+            self.engine.debug(DebugClass.EXCHANGE, 10,
+                              "{exchange.describe()}: ended: {reason}", exchange=self,
+                              reason=error.message)
         if error.send and error.notify is not None:
             self.engine.send_exchange_notification(self, error.notify)
         self.failure_cleanup()
@@ -219,6 +232,9 @@ class Exchange:
                 name = self.steps[self.step]
                 if not name.startswith("send_"):
                     return
+                self.engine.debug(DebugClass.EXCHANGE, 30,
+                                  "{exchange.describe()}: step {step}", exchange=self,
+                                  step=name)
                 payloads = getattr(self, name)()
                 self.step += 1
                 final = self.step == len(self.steps)
@@ -258,11 +274,19 @@ class Exchange:
         message = Message(self.sa.icookie, self.sa.rcookie, self.EXCHANGE_TYPE, payloads,
                           Flag(0), self.message_id)
         if not encrypt:
-            return message.encode()
+            data = message.encode()
+            if self.engine.watching:
+                self.engine.message_out(message, data, self.local, self.remote)
+            return data
         chain = self.iv_chain()
         if chain is None:
             raise ExchangeError(None, f"{self.describe()}: no keys to encrypt with")
-        ciphertext, chain = chain.encrypt(self.sa.cipher(), message.encode_body())
+        body = message.encode_body()
+        if self.engine.watching:
+            # isakmpd logs outgoing messages before encryption (message.c).
+            self.engine.message_out(message, message.header(len(body)).encode() + body,
+                                    self.local, self.remote)
+        ciphertext, chain = chain.encrypt(self.sa.cipher(), body)
         self.set_iv_chain(chain)
         return message.header(len(ciphertext), flags=Flag.ENC).encode() + ciphertext
 
@@ -294,8 +318,9 @@ class Exchange:
                 "{exchange}: no answer after {count} transmissions, giving up",
                 exchange=self.describe(), count=self.transmissions)
             return
-        self.engine.log.debug("{exchange}: retransmitting (transmission {n})",
-                              exchange=self.describe(), n=self.transmissions + 1)
+        self.engine.debug(DebugClass.MESSAGE, 20,
+                          "{exchange.describe()}: retransmitting (transmission {n})",
+                          exchange=self, n=self.transmissions + 1)
         self._transmit()
         self._schedule_retransmit()
 
@@ -339,12 +364,13 @@ class Exchange:
         """A message we already processed: resend an untimed reply, else ignore."""
         if data == self.last_received and self._replied_to_last and self.last_sent \
                 and self._retransmit_call is None:
-            self.engine.log.debug("{exchange}: duplicate message, resending our reply",
-                                  exchange=self.describe())
+            self.engine.debug(DebugClass.MESSAGE, 20,
+                              "{exchange.describe()}: duplicate message, resending our "
+                              "reply", exchange=self)
             self.engine.transmit(self.last_sent, self.local, self.remote)
             return
-        self.engine.log.debug("{exchange}: duplicate message ignored",
-                              exchange=self.describe())
+        self.engine.debug(DebugClass.MESSAGE, 20,
+                          "{exchange.describe()}: duplicate message ignored", exchange=self)
 
     def _receive(self, data: bytes, header: Header, local: Address, remote: Address) -> None:
         if self.is_duplicate(data):
@@ -356,6 +382,10 @@ class Exchange:
                                       f"({header.describe()}) in this state, ignored",
                                 fatal=False)
         message, chain = self.open(data, header, name)
+        if self.engine.watching:
+            self.engine.message_in(message, data, local, remote)
+        self.engine.debug(DebugClass.EXCHANGE, 30, "{exchange.describe()}: step {step}",
+                          exchange=self, step=name)
         self.check_payloads(name, message)
         getattr(self, name)(message, local, remote)
         # Accepted: the IV chain moves on, the reply goes where this came from.
@@ -428,9 +458,10 @@ class Exchange:
                                     f"{self.describe()}: VID payload outside phase 1",
                                     fatal=False, send=False)
             if payload_type not in allowed and payload_type < 128:
-                self.engine.log.debug("{exchange}: unexpected {payload} payload ignored",
-                                      exchange=self.describe(),
-                                      payload=payload_label(payload_type))
+                self.engine.debug(DebugClass.MESSAGE, 40,
+                                  "{exchange.describe()}: unexpected {payload} payload "
+                                  "ignored", exchange=self,
+                                  payload=payload_label(payload_type))
 
 
 def _digest(data: bytes | None) -> bytes | None:
@@ -473,12 +504,14 @@ class FinishedExchange:
         """A message for the finished exchange: resend our answer to a duplicate."""
         if self.received_last(data):
             if self.last_sent is not None:
-                self.engine.log.debug("{exchange}: duplicate message, resending our reply",
-                                      exchange=self._description)
+                self.engine.debug(DebugClass.MESSAGE, 20,
+                                  "{exchange}: duplicate message, resending our reply",
+                                  exchange=self._description)
                 self.engine.transmit(self.last_sent, self.local, self.remote)
             else:
-                self.engine.log.debug("{exchange}: duplicate message ignored",
-                                      exchange=self._description)
+                self.engine.debug(DebugClass.MESSAGE, 20,
+                                  "{exchange}: duplicate message ignored",
+                                  exchange=self._description)
             return
         self.engine.log.info("{exchange}: message ({header}) after the exchange finished, "
                              "ignored", exchange=self._description, header=header.describe())

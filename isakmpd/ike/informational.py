@@ -157,6 +157,7 @@ class Informational(Exchange):
                     continue
                 self.engine.log.info("{exchange}: peer deleted {sa}",
                                      exchange=self.describe(), sa=target.describe())
+                self.engine.peer_deleted(target, protocol)
                 if target is self.sa:
                     # This exchange runs on it: remove it once the exchange is done.
                     self._remove_own_sa = True
@@ -179,6 +180,7 @@ class Informational(Exchange):
                 continue
             self.engine.log.info("{exchange}: peer deleted {sa}", exchange=self.describe(),
                                  sa=ipsec.describe())
+            self.engine.peer_deleted(ipsec, protocol)
             self.engine.remove_ipsec_sa(ipsec)
 
     def _responder_lifetime(self, payload: NotifyPayload) -> None:

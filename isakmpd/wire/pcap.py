@@ -79,7 +79,7 @@ def _check_port(port: int) -> int:
 
 
 def pcap_record(timestamp: float, src: Address, sport: int, dst: Address, dport: int,
-                message: bytes) -> bytes:
+                message: bytes, *, marker: bool | None = None) -> bytes:
     """One capture record carrying ``message`` from ``src``:``sport`` to ``dst``:``dport``.
 
     ``timestamp`` is seconds since the epoch (a float, microsecond resolution).
@@ -88,6 +88,10 @@ def pcap_record(timestamp: float, src: Address, sport: int, dst: Address, dport:
     either is missing or the families differ, 2.2.2.2 -> 1.1.1.1 is used as
     isakmpd does for unknown families. Raises ValueError for a message longer
     than :data:`MAX_MESSAGE_SIZE` (the caller skips it) or a bad port.
+
+    ``marker`` says whether the message travelled on the NAT-T port (a 4-byte zero
+    non-ESP marker precedes it in the UDP payload); None decides as isakmpd does,
+    by either port being 4500. A daemon on another NAT-T port (``-N``) says so.
     """
     if len(message) > MAX_MESSAGE_SIZE:
         raise ValueError(f"message of {len(message)} bytes is too long to capture")
@@ -100,7 +104,9 @@ def pcap_record(timestamp: float, src: Address, sport: int, dst: Address, dport:
     payload = bytearray(message)
     if len(payload) >= HEADER_SIZE:
         payload[19] &= 0xff ^ int(Flag.ENC)
-    if NAT_T_PORT in (sport, dport):
+    if marker is None:
+        marker = NAT_T_PORT in (sport, dport)
+    if marker:
         payload[0:0] = NON_ESP_MARKER
     udp_length = 8 + len(payload)
     if udp_length + 20 > 0xffff:
