@@ -89,7 +89,8 @@ class DaemonSettings:
     foreground: int = 0               # -d, counted: stay attached, log to stderr
     debug: tuple[tuple[int | None, int], ...] = ()    # -D class=level (None: A, all)
     verbose: bool = False             # -v: phase 1 / phase 2 "done" lines
-    fifo: str | None = DEFAULT_FIFO   # -f ("-": standard input)
+    fifo: str | None = None           # -f ("-": standard input; the CLI's default is
+    #                                   DEFAULT_FIFO; None here: no FIFO, as in tests)
     pid_file: str = DEFAULT_PID_FILE  # -i
     report_file: str = DEFAULT_REPORT_FILE    # -R
     result_file: str = DEFAULT_RESULT_FILE    # --result-file
@@ -158,6 +159,7 @@ class IsakmpdService(Service):
         settings = self.settings
         self.kernel = self.make_kernel()
         self.store = self.load_configuration()
+        isakmpd_log.apply_settings(settings)
         self.apply_log_settings()
         if settings.capture_file:
             try:
@@ -193,20 +195,221 @@ class IsakmpdService(Service):
         # What is loaded now (the configuration with its tens of thousands of
         # generated bindings, the modules) lives as long as the daemon.
         collector.settle()
+        self.start_control()
         super().startService()
 
     def apply_log_settings(self) -> None:
-        """-D and -v, then [General] Loglevel / Logverbose on top (isakmpd's order)."""
-        isakmpd_log.apply_settings(self.settings)
+        """[General] Loglevel / Logverbose over the current levels (at start over -D and
+        -v; at reinitialisation over whatever is set, as isakmpd's log_reinit)."""
         isakmpd_log.apply_config_levels(self.store)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        self.stop_control()
         if self.connections is not None:
             self.connections.stop()
         if self.engine is not None:
-            self.engine.shutdown()
+            self.engine.shutdown(send_deletes=self.settings.delete_sas)
         self.capture.stop()
         if self.transport is not None:
             return maybeDeferred(self.transport.stop)
         return maybeDeferred(lambda: None)
+
+    # -- control: FIFO, signals, reinitialisation, reports, shutdown (inventory §1.2-§1.4,
+    # §4.10). The API the command line and the FIFO use: reinitialise(),
+    # write_report(), write_result(), shutdown().
+
+    #: Longest wait for DELETEs to leave at shutdown (seconds). Sends are
+    #: synchronous (sendto), so they are out when engine.shutdown() returns; the
+    #: wait only gives the reactor a turn, bounded in case it is busy.
+    SHUTDOWN_WAIT = 3.0
+
+    _control: Any = None
+    _controller: Any = None
+    _signals: Any = None
+    _shutting_down: Deferred[None] | None = None
+
+    def start_control(self) -> None:
+        """Open the FIFO (``-f``) and install the signal handlers; the end of start-up."""
+        import signal
+
+        from isakmpd.control.commands import Controller
+        from isakmpd.control.fifo import FifoError, open_control
+        from isakmpd.control.signals import SignalHandlers
+
+        self._controller = Controller(self)
+        if self.engine is not None:
+            self._controller.watch(self.engine)
+        if self.settings.fifo is not None:
+            try:
+                self._control = open_control(self.reactor, self.settings.fifo,
+                                             self._controller.handle_line)
+            except FifoError as error:
+                raise StartupError(str(error)) from None
+            self._control.start()
+            log.info("reading commands from {where}",
+                     where="standard input" if self.settings.fifo == "-"
+                     else f"the FIFO {self.settings.fifo}")
+        self._signals = SignalHandlers(self.reactor, {
+            signal.SIGHUP: self.reinitialise,
+            signal.SIGUSR1: lambda: self.write_report(self.settings.report_file),
+            signal.SIGTERM: self.shutdown,
+        })
+        # After the reactor's own handlers (it installs SIGTERM's when it starts
+        # running, e.g. under twistd, which starts services before the reactor).
+        if self.reactor.running:
+            self._signals.install()
+        else:
+            self.reactor.callWhenRunning(self._install_signals)
+
+    def _install_signals(self) -> None:
+        if self.running and self._signals is not None:
+            self._signals.install()
+
+    def stop_control(self) -> None:
+        """Stop reading commands, remove the FIFO, put the old signal handlers back."""
+        if self._signals is not None:
+            self._signals.restore()
+        if self._controller is not None:
+            self._controller.stop()
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
+    def reinitialise(self) -> None:
+        """SIGHUP / FIFO ``R`` (inventory §4.10, ``init.c`` reinit).
+
+        The configuration file is read afresh (FIFO ``C`` edits are lost); a file
+        with errors, or one that is gone, leaves the running configuration in
+        place, every error logged with file and line. Then: log levels from
+        ``[General] Loglevel``/``Logverbose`` (applied over the current ones), the
+        listen addresses, the connection lists (SAs are kept, exchanges in
+        progress left alone), and ``Renegotiate-on-HUP``.
+        """
+        import os
+
+        path = self.settings.config_file
+        if not self.running or self.engine is None or self.connections is None:
+            return
+        log.info("reinitialising: reading {path}", path=path)
+        if not os.path.exists(path):
+            log.error("reinitialisation: configuration file {path} does not exist; the "
+                      "running configuration is kept", path=path)
+            return
+        store, diagnostics = load_config_file(path)
+        errors = [d for d in diagnostics if d.severity is Severity.ERROR]
+        if errors:
+            for diagnostic in errors:
+                log.error("{diagnostic}", diagnostic=str(diagnostic))
+            log.error("reinitialisation: {path} has {count} error(s); the running "
+                      "configuration is kept", path=path, count=len(errors))
+            return
+        for diagnostic in diagnostics:
+            if diagnostic.severity is Severity.WARNING:
+                log.warn("{diagnostic}", diagnostic=str(diagnostic))
+        if self._controller is not None:
+            self._controller.stop()          # a pending connection-list rebuild
+        self.store = store
+        self.engine.store = store
+        self.apply_log_settings()
+        self._rescan_addresses()
+        self.connections.load()
+        self.connections.check()
+        if store.has("General", "Renegotiate-on-HUP"):
+            count = self.engine.renegotiate_now()
+            log.info("Renegotiate-on-HUP: {count} phase 2 SA(s) soft-expired now",
+                     count=count)
+        log.info("reinitialised: active connections {active}",
+                 active=", ".join(self.connections.active) or "none")
+
+    def _rescan_addresses(self) -> None:
+        if self.transport is None:
+            return
+        listen_on = self.store.get_list("General", "Listen-on") or None
+        addresses, warnings = select_listen_addresses(
+            listen_on, interface_addresses(self.settings.families), self.settings.families)
+        for warning in warnings:
+            log.warn("{warning}", warning=warning)
+        if addresses:
+            self.transport.update_addresses(addresses)
+        else:
+            log.warn("reinitialisation: no address to listen on; the old ones are kept")
+
+    def write_report(self, path: str | None = None) -> None:
+        """The state report (inventory §1.4) into ``path`` (mode 0600), or to the log."""
+        from isakmpd.control.report import (
+            format_report_file,
+            report_lines,
+            write_private_file,
+        )
+
+        if self.engine is None:
+            return
+        lines = report_lines(engine=self.engine, clock=self.reactor,
+                             connections=self.connections, transport=self.transport,
+                             message_ids=getattr(self._controller, "message_ids", None))
+        if path is None:
+            for line in lines:
+                log.info("Report> {line}", line=line, isakmpd_report=True)
+            return
+        try:
+            write_private_file(path, format_report_file(lines))
+        except OSError as error:
+            log.error("cannot write the report file {path}: {error}", path=path,
+                      error=error.strerror)
+        else:
+            log.info("report written to {path}", path=path)
+
+    def write_result(self, text: str) -> None:
+        """The FIFO's ``S`` / ``C get`` answer into the result file (mode 0600)."""
+        from isakmpd.control.report import write_private_file
+
+        path = self.settings.result_file
+        try:
+            write_private_file(path, text)
+        except OSError as error:
+            log.error("cannot write the result file {path}: {error}", path=path,
+                      error=error.strerror)
+
+    def shutdown(self) -> Deferred[None]:
+        """SIGTERM / FIFO ``Q``: DELETE every phase 2 then phase 1 SA, then stop.
+
+        No DELETE with ``-S`` or ``[General] Delete-SAs=no``. Waits at most
+        :attr:`SHUTDOWN_WAIT` seconds, then stops the reactor (which stops this
+        service); the process exits 0. A second call returns the same Deferred.
+        """
+        from twisted.internet.task import deferLater
+
+        if self._shutting_down is not None:
+            return self._shutting_down
+        log.info("shutting down{how}", how="" if self.settings.delete_sas
+                 else " without sending DELETEs (-S)")
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self.connections is not None:
+            self.connections.stop()
+        engine = self.engine
+        if engine is not None:
+            engine.shutdown(send_deletes=self.settings.delete_sas)
+        deadline = self.reactor.seconds() + self.SHUTDOWN_WAIT
+
+        def wait() -> Deferred[None] | None:
+            if (engine is not None and engine.exchanges()
+                    and self.reactor.seconds() < deadline):
+                return deferLater(self.reactor, 0.05, wait)
+            return None
+
+        d: Deferred[None] = deferLater(self.reactor, 0, wait)
+        d.addCallback(lambda _: self.stop_reactor())
+        self._shutting_down = d
+        return d
+
+    def stop_reactor(self) -> None:
+        """End the process's reactor (tests replace this)."""
+        from twisted.internet.error import ReactorNotRunning
+
+        try:
+            self.reactor.stop()
+        except ReactorNotRunning:
+            pass

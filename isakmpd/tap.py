@@ -67,10 +67,7 @@ def parse_debug(value: str) -> tuple[int | None, int]:
 NOT_BUILT: dict[str, tuple[str, Any]] = {
     "acquire-only": ("-a", False),
     "ignore-policy": ("-K", False),
-    "fifo": ("-f", DEFAULT_FIFO),
     "pid-file": ("-i", DEFAULT_PID_FILE),
-    "report-file": ("-R", DEFAULT_REPORT_FILE),
-    "result-file": ("--result-file", DEFAULT_RESULT_FILE),
     "local-port": ("-P", None),
     "foreground": ("-d", 0),
 }

@@ -190,7 +190,9 @@ class OurDaemon:
             handle.write(config)
         self.log_path = workdir / "isakmpd.log"
         args = [str(ISAKMPD), "-n", family, "-c", str(self.config_path), "-p", "500",
-                "-N", "4500"]
+                "-N", "4500", "-f", str(workdir / "isakmpd.fifo"),
+                "-R", str(workdir / "isakmpd.report"),
+                "--result-file", str(workdir / "isakmpd.result")]
         if passive:
             args.append("-S")
         with open(self.log_path, "wb") as log:
@@ -454,8 +456,9 @@ class StrongSwanInteropTests(SynchronousTestCase):
         self.assertFalse(ike.get("child-sas"), charon.read_log())
 
     def test_we_delete_on_shutdown(self) -> None:
-        """Our daemon stops (SIGTERM): its DELETEs make charon drop both SAs."""
-        charon, daemon, _conn = self.established_by_charon()
+        """Our daemon stops (SIGTERM): its DELETEs make charon drop both SAs. (We
+        initiate: with -S, as when charon initiates, no DELETE is sent.)"""
+        charon, daemon, _conn = self.negotiate(AES128_SHA1, charon_initiates=False)
         daemon.stop()
         self.assertEqual(daemon.proc.returncode, 0, daemon.log())
         self.assertRegex(daemon.log(), _DELETED)

@@ -1140,6 +1140,25 @@ class Engine:
 
         self.initiate_connection(connection).addBoth(done)
 
+    def renegotiate_now(self) -> int:
+        """``[General] Renegotiate-on-HUP`` at reinitialisation (``sa.c`` sa_reinit).
+
+        Every ready IPsec SA whose soft expiry is still pending and whose
+        connection has no negotiation of ours under way is soft-expired now
+        (renegotiated when kept up, else marked fading). Returns how many.
+        """
+        count = 0
+        for ipsec in self.sadb.ipsec_sas():
+            call = ipsec.timers.get("soft")
+            if not ipsec.ready or call is None or not call.active():
+                continue
+            if self._negotiating(ipsec.name):
+                continue
+            call.cancel()
+            self._soft_expired(ipsec)
+            count += 1
+        return count
+
     def _renegotiate_phase1(self, sa: IsakmpSA) -> None:
         newer = [o for o in self.sadb.isakmp_live_by_peer(sa.name, sa.remote[0])
                  if o is not sa and o.ready]
