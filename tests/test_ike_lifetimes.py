@@ -162,6 +162,30 @@ class RekeyTests(SynchronousTestCase):
         self.assertEqual(len(ready_ipsec(east)), 1)
         self.assertEqual(kernel_sa_mismatches(west.kernel, east.kernel), [])
 
+    def test_passive_mode_does_not_rekey_until_active(self) -> None:
+        # isakmpd's exchange_establish: in passive mode (-S, "M passive") nothing is
+        # initiated, rekeys included; the peer is still answered.
+        network, west, east = make_pair()
+        collect(west.engine.initiate_connection("conn"))
+        network.run()
+        for node in (west, east):
+            ConnectionManager(node.engine, network.clock, passive=True).add("conn")
+        [old_w] = west.engine.sadb.ipsec_sas()
+        [old_e] = east.engine.sadb.ipsec_sas()
+        advance(network, max(soft_at(network.clock, old_w), soft_at(network.clock, old_e)))
+        self.assertEqual(ready_ipsec(west), [old_w])
+        self.assertEqual(ready_ipsec(east), [old_e])
+        self.assertIn("passive mode: not starting Quick Mode for conn", west.log_text())
+        failed = collect(west.engine.initiate_phase1("peer-east", force=True))
+        self.assertIn("passive mode: not starting phase 1", failed[0].getErrorMessage())
+        # Active again (only west): at hard expiry the connection is renegotiated
+        # before the old SA goes.
+        west.engine.connection_manager.set_passive(False)
+        advance(network, 1200 - network.clock.seconds() + 30)
+        [new_w] = ready_ipsec(west)
+        self.assertIsNot(new_w, old_w)
+        self.assertEqual(kernel_sa_mismatches(west.kernel, east.kernel), [])
+
     def test_not_kept_up_connection_fades_and_goes_at_hard_expiry(self) -> None:
         network, west, east = make_pair()
         for node in (west, east):

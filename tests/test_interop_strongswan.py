@@ -189,8 +189,9 @@ class OurDaemon:
         with os.fdopen(fd, "w") as handle:
             handle.write(config)
         self.log_path = workdir / "isakmpd.log"
+        self.fifo_path = workdir / "isakmpd.fifo"
         args = [str(ISAKMPD), "-n", family, "-c", str(self.config_path), "-p", "500",
-                "-N", "4500", "-f", str(workdir / "isakmpd.fifo"),
+                "-N", "4500", "-f", str(self.fifo_path),
                 "-R", str(workdir / "isakmpd.report"),
                 "--result-file", str(workdir / "isakmpd.result")]
         if passive:
@@ -198,6 +199,11 @@ class OurDaemon:
         with open(self.log_path, "wb") as log:
             self.proc = ns.popen(args, stdin=subprocess.DEVNULL, stdout=log,
                                  stderr=subprocess.STDOUT)
+
+    def command(self, line: str) -> None:
+        """One line to the daemon's FIFO (it holds the FIFO open: this never blocks)."""
+        with open(self.fifo_path, "w") as fifo:
+            fifo.write(line + "\n")
 
     def log(self) -> str:
         """Everything the daemon logged so far."""
@@ -479,6 +485,9 @@ class StrongSwanInteropTests(SynchronousTestCase):
         short = SHORT_LIFETIME
         charon, daemon, _conn = self.negotiate(AES128_SHA1, charon_initiates=True,
                                                lifetimes=OurLifetimes(phase2=short))
+        # Started passive (-S) so that charon initiates; active from now on, so that
+        # our daemon rekeys (FIFO "M active").
+        daemon.command("M active")
         our_in, our_out = daemon.wait_for(_ESTABLISHED).groups()
         # Our QM2: HASH SA Nr IDci IDcr, then RESPONDER-LIFETIME (charon names it by number).
         self.assertRegex(charon.read_log(), r"parsed QUICK_MODE response \d+ "
@@ -514,6 +523,7 @@ class StrongSwanInteropTests(SynchronousTestCase):
         short = SHORT_LIFETIME
         charon, daemon, _conn = self.negotiate(AES128_SHA1, charon_initiates=True,
                                                lifetimes=OurLifetimes(phase1=short))
+        daemon.command("M active")       # as above: rekeying is initiating
         our_in, our_out = daemon.wait_for(_ESTABLISHED).groups()
         icookie, rcookie = daemon.wait_for(_ISAKMP_RESPONDER).groups()
         # charon keeps the lifetime it configured (rekeying within 3600 s, not 3 s);

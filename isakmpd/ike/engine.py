@@ -333,6 +333,8 @@ class Engine:
         running = self._phase1_running.get(peer_section.lower())
         if running is not None:
             return running.wait()
+        if self.passive:
+            return self._refuse_passive(f"phase 1 with {peer_section}")
         try:
             exchange = self._new_phase1_initiator(peer_section)
         except (policy.NegotiationError, ValueError, KeyError) as error:
@@ -382,7 +384,25 @@ class Engine:
         d.addCallback(self._start_quick_mode, connection)
         return d
 
+    @property
+    def passive(self) -> bool:
+        """Passive mode (``-S``, FIFO ``M passive``): we initiate no exchange.
+
+        As isakmpd's exchange_establish: phase 1 and Quick Mode are not started,
+        rekeys included; peers' exchanges are still answered, and DELETEs and
+        notifications still sent.
+        """
+        manager = self.connection_manager
+        return manager is not None and bool(manager.passive)
+
+    def _refuse_passive(self, what: str) -> Deferred[Any]:
+        message = f"passive mode: not starting {what}"
+        self.log.info("{message}", message=message)
+        return fail(ExchangeFailed(message))
+
     def _start_quick_mode(self, sa: IsakmpSA, connection: str) -> Deferred[IpsecSA]:
+        if self.passive:
+            return self._refuse_passive(f"Quick Mode for {connection}")
         from isakmpd.ike.quick import QuickMode
         if not sa.ready:
             return fail(ExchangeFailed(f"ISAKMP SA for {connection} is gone"))
