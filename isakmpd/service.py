@@ -175,7 +175,8 @@ class IsakmpdService(Service):
             raise StartupError("no address to listen on: check [General] Listen-on and -4/-6")
         dispatch = _Dispatch()
         self.transport = UdpTransport(self.reactor, dispatch, addresses, settings.port,
-                                      settings.nat_t_port if settings.nat_t else None)
+                                      settings.nat_t_port if settings.nat_t else None,
+                                      local_port=settings.local_port)
         port = settings.port
 
         def source_address(remote_ip: str) -> str:
@@ -183,7 +184,9 @@ class IsakmpdService(Service):
 
         self.engine = Engine(self.store, self.reactor, self.rng, self.transport, self.kernel,
                              source_address, port=settings.port,
-                             nat_t_port=settings.nat_t_port, nat_t=settings.nat_t)
+                             nat_t_port=settings.nat_t_port, nat_t=settings.nat_t,
+                             local_port=settings.local_port,
+                             acquire_only=settings.acquire_only)
         self.engine.capture = self.capture
         dispatch.engine = self.engine
         self.transport.start()

@@ -4,17 +4,29 @@
 ``isakmpd`` console script (:mod:`isakmpd.cli`) and ``twistd isakmpd``; it turns
 the flags into a :class:`~isakmpd.service.DaemonSettings`. A bad option is a
 :class:`usage.UsageError` before anything is bound or created.
+
+:func:`build_service` makes the service both run: :class:`IsakmpdDaemon`, the
+daemon with its pid file (``-i``) and ``-d -d``. Under twistd, isakmpd's ``-d``
+means ``twistd -n`` (twistd detaches itself otherwise, and then logs to syslog
+as isakmpd does) and isakmpd's pid file replaces twistd's: see
+:meth:`Options.fit_twistd`.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 from typing import Any, ClassVar
 
 from twisted.application.service import IService
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python import usage
 
+from isakmpd.daemonize import stop_for_debugger
 from isakmpd.debug import MAX_LEVEL, DebugClass
+from isakmpd.pidfile import PidFile
 from isakmpd.service import (
     DEFAULT_CAPTURE_FILE,
     DEFAULT_CONFIG,
@@ -25,6 +37,11 @@ from isakmpd.service import (
     DaemonSettings,
     IsakmpdService,
 )
+
+log = Logger()
+
+# twistd's own pid file when none is given (twisted.scripts._twistd_unix).
+TWISTD_DEFAULT_PIDFILE = "twistd.pid"
 
 
 def _port(value: str) -> int:
@@ -64,13 +81,7 @@ def parse_debug(value: str) -> tuple[int | None, int]:
 # Flags that are parsed but whose work is not built yet, with their defaults: given
 # explicitly they are refused rather than silently ignored. Each leaves this table
 # when what it does exists.
-NOT_BUILT: dict[str, tuple[str, Any]] = {
-    "acquire-only": ("-a", False),
-    "ignore-policy": ("-K", False),
-    "pid-file": ("-i", DEFAULT_PID_FILE),
-    "local-port": ("-P", None),
-    "foreground": ("-d", 0),
-}
+NOT_BUILT: dict[str, tuple[str, Any]] = {}
 
 
 class Options(usage.Options):
@@ -108,6 +119,11 @@ class Options(usage.Options):
          "seed the random generator: every run the same (debugging only; keys predictable)"],
     ]
 
+    def getSynopsis(self) -> str:
+        if getattr(self, "parent", None) is None:
+            return f"Usage: isakmpd {self.synopsis}"       # the console script
+        return super().getSynopsis()                       # twistd [options] isakmpd ...
+
     def __init__(self) -> None:
         super().__init__()
         self["foreground"] = 0
@@ -140,6 +156,43 @@ class Options(usage.Options):
             raise usage.UsageError("-4 and -6 exclude each other")
         if self["port"] == self["nat-t-port"] and not self["no-nat-t"]:
             raise usage.UsageError(f"-p and -N are both {self['port']}; they must differ")
+        if self["local-port"] == self["nat-t-port"] and not self["no-nat-t"]:
+            raise usage.UsageError(f"-P and -N are both {self['local-port']}; they must "
+                                   "differ")
+        parent = getattr(self, "parent", None)
+        if isinstance(parent, usage.Options) and "nodaemon" in parent:
+            self.fit_twistd(parent)
+
+    def fit_twistd(self, twistd: usage.Options) -> None:
+        """Under ``twistd isakmpd``: map isakmpd's process options onto twistd's.
+
+        twistd detaches, logs and writes a pid file itself, and parses its own options
+        before ours, so ours adjust its settings (they are read after parsing):
+
+        * ``-d`` (once or more) means ``twistd -n``: stay in the foreground. twistd
+          then logs to standard output unless ``--logfile`` says otherwise.
+        * Without ``-d``, ``-n``, ``--logfile`` and ``--syslog`` twistd detaches and
+          logs to syslog with the prefix ``isakmpd``, as isakmpd does (twistd
+          alone would write ``twistd.log`` into its directory).
+        * Pid file: isakmpd's ``-i`` file (default /var/run/isakmpd.pid) is written
+          by the service (pid and newline, old file unlinked first), after twistd
+          has detached, and removed at exit. twistd's default ``twistd.pid``, or a
+          ``--pidfile`` naming the same file as ``-i``, is switched off, so there
+          is one pid file with isakmpd's rules; ``--pidfile`` with another path
+          gives a second file (twistd's, without newline) with the same pid.
+        * The service cannot be pickled: twistd's save-on-shutdown is switched off.
+        """
+        if self["foreground"]:
+            twistd["nodaemon"] = True
+        elif not (twistd["nodaemon"] or twistd["logfile"] or twistd["syslog"]):
+            twistd["syslog"] = True
+            if twistd["prefix"] == "twisted":
+                twistd["prefix"] = "isakmpd"
+        pidfile = twistd["pidfile"]
+        if pidfile and (pidfile == TWISTD_DEFAULT_PIDFILE or
+                        os.path.abspath(pidfile) == os.path.abspath(self["pid-file"])):
+            twistd["pidfile"] = ""
+        twistd["no_save"] = True
 
     def settings(self) -> DaemonSettings:
         families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)
@@ -162,6 +215,60 @@ class Options(usage.Options):
             result_file=self["result-file"], capture_file=capture)
 
 
+class IsakmpdDaemon(IsakmpdService):
+    """The daemon as a process runs it, from the console script or from twistd.
+
+    On top of :class:`~isakmpd.service.IsakmpdService`: the pid file (written in
+    :meth:`privilegedStartService`, once detached, before anything is bound;
+    removed when the service stops, or when it fails to start), ``-d -d`` (stop
+    for a debugger before binding; SIGINT not trapped, as isakmpd) and the note
+    that ``-K`` has nothing to switch off yet.
+    """
+
+    def __init__(self, settings: DaemonSettings, reactor: Any, *,
+                 pid_file: str | None = None) -> None:
+        super().__init__(settings, reactor)
+        self.pid_file = PidFile(pid_file) if pid_file else None
+
+    def privilegedStartService(self) -> None:
+        if self.pid_file is not None:
+            self.pid_file.write()
+        if self.settings.foreground >= 2:
+            stop_for_debugger(lambda text: log.info("{text}", text=text))
+            # isakmpd -d -d leaves SIGINT untrapped (the debugger's). The reactor,
+            # started after this, leaves a handler that is not Python's default alone.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        if self.settings.ignore_policy:
+            log.info("-K: there is no KeyNote policy support yet, so there is no policy to "
+                     "ignore; phase 2 proposals are checked against the configuration only")
+        try:
+            super().startService()
+        except BaseException:
+            self.remove_pid_file()
+            raise
+
+    def stopService(self) -> Deferred[None]:
+        d = super().stopService()
+
+        def removed(result: Any) -> Any:
+            self.remove_pid_file()
+            return result
+
+        return d.addBoth(removed)
+
+    def remove_pid_file(self) -> None:
+        if self.pid_file is not None:
+            self.pid_file.remove()
+
+
+def build_service(settings: DaemonSettings, reactor: Any) -> IsakmpdDaemon:
+    """The service both the console script and ``twistd isakmpd`` run."""
+    return IsakmpdDaemon(settings, reactor, pid_file=settings.pid_file)
+
+
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
@@ -169,4 +276,4 @@ def makeService(options: Options) -> IService:
     if not settings.no_kernel:
         raise SystemExit("isakmpd: the XFRM kernel backend is not built yet; run with -n "
                          "to negotiate without installing SAs into the kernel")
-    return IsakmpdService(settings, reactor)
+    return build_service(settings, reactor)

@@ -61,7 +61,9 @@ class Daemon:
         self.result = directory / f"{name}.result"
         self.report = directory / f"{name}.report"
         self.log_path = directory / f"{name}.log"
-        args = [str(ISAKMPD), "-n", "-4", "-c", str(self.conf), "-f", fifo or str(self.fifo),
+        # -d: in the foreground, logging to stderr; -i: not /var/run's pid file.
+        args = [str(ISAKMPD), "-d", "-n", "-4", "-c", str(self.conf),
+                "-i", str(directory / f"{name}.pid"), "-f", fifo or str(self.fifo),
                 "-R", str(self.report), "--result-file", str(self.result),
                 "-p", str(port), "-N", str(nat_t_port), "-r", f"control {name}"]
         if passive:

@@ -190,9 +190,10 @@ class OurDaemon:
             handle.write(config)
         self.log_path = workdir / "isakmpd.log"
         self.fifo_path = workdir / "isakmpd.fifo"
-        args = [str(ISAKMPD), "-n", family, "-c", str(self.config_path), "-p", "500",
-                "-N", "4500", "-f", str(self.fifo_path),
-                "-R", str(workdir / "isakmpd.report"),
+        # -d: in the foreground, logging to stderr; -i: not /var/run's pid file.
+        args = [str(ISAKMPD), "-d", "-n", family, "-c", str(self.config_path), "-p", "500",
+                "-N", "4500", "-i", str(workdir / "isakmpd.pid"),
+                "-f", str(self.fifo_path), "-R", str(workdir / "isakmpd.report"),
                 "--result-file", str(workdir / "isakmpd.result")]
         if passive:
             args.append("-S")

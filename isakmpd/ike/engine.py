@@ -132,7 +132,8 @@ class Engine:
     def __init__(self, store: Any, clock: Any, rng: Any, sender: Any, kernel: Any,
                  source_address: Callable[[str], str], *, port: int = ISAKMP_PORT,
                  nat_t_port: int = NAT_T_PORT, nat_t: bool = True,
-                 log: Logger | None = None) -> None:
+                 log: Logger | None = None, local_port: int | None = None,
+                 acquire_only: bool = False) -> None:
         self.store = store
         self.clock = clock
         self.rng = rng
@@ -142,6 +143,10 @@ class Engine:
         self.port = port
         self.nat_t_port = nat_t_port
         self.nat_t = nat_t
+        # -P: our port when we initiate phase 1 (the transport listens there too).
+        self.local_port = local_port or port
+        # -a: negotiated SAs are installed without flows (as [General] Acquire-Only).
+        self.acquire_only = acquire_only
         self.log = log if log is not None else Logger()
         self.sadb = SaDatabase()
         self._exchanges: dict[tuple[IsakmpSA, int], Exchange] = {}
@@ -361,9 +366,9 @@ class Engine:
         local_ip = _canonical_ip(self.store.get_str(peer_section, "Local-address")
                                  or self.source_address(address))
         exchange_type = policy.exchange_type(self.store, peer_section)
-        sa = IsakmpSA(self.new_cookie(), ZERO_COOKIE, (local_ip, self.port), (address, port),
-                      True, peer_section, self.now(), exchange_type=exchange_type,
-                      started_seq=self.next_seq())
+        sa = IsakmpSA(self.new_cookie(), ZERO_COOKIE, (local_ip, self.local_port),
+                      (address, port), True, peer_section, self.now(),
+                      exchange_type=exchange_type, started_seq=self.next_seq())
         self.sadb.add_isakmp(sa)
         exchange = phase1_class(exchange_type)(self, sa, initiator=True, message_id=0,
                                                 local=sa.local, remote=sa.remote)

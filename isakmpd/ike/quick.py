@@ -539,7 +539,7 @@ class QuickMode(Exchange):
                 ipsec.life_seconds = choice.life_seconds
                 ipsec.life_kilobytes = choice.life_kilobytes
             ipsec.spis = tuple(pairs)
-            if not self.store.has("General", "Acquire-Only"):
+            if not (self.engine.acquire_only or self.store.has("General", "Acquire-Only")):
                 for flow in self._flows(local_sel, remote_sel, reqid):
                     kernel.add_flow(flow)
                     ipsec.flows.append(flow)

@@ -9,9 +9,9 @@ Owns:
   socket is in UDP_ENCAP mode) or garbage, and is dropped. On the normal port every
   datagram is handed on as it is. Nothing raises out of ``datagramReceived``.
 * :class:`UdpTransport`, the :class:`~isakmpd.transport.interface.ISender`: it binds
-  both ports on every listen address, sends from the socket bound to exactly the
-  requested local address (adding the marker on the NAT-T port) and follows address
-  changes through :meth:`~UdpTransport.add_address`/:meth:`~UdpTransport.remove_address`.
+  both ports (and ``-P``'s local port) on every listen address, sends from the
+  socket bound to exactly the requested local address (adding the marker on the
+  NAT-T port) and follows address changes through :meth:`~UdpTransport.add_address`/:meth:`~UdpTransport.remove_address`.
 * :func:`select_listen_addresses`: which addresses to bind, from ``[General]
   Listen-on`` and the interface addresses (inventory §2, ``virtual.c``).
 
@@ -175,19 +175,28 @@ class UdpTransport:
 
     ``port`` and ``nat_t_port`` may be 0 (the kernel picks a free port, read back
     with :meth:`endpoint`); ``nat_t_port`` is None when NAT-T is disabled (``-T``).
+    ``local_port`` (``-P``) is the port exchanges we initiate are sent from; when it
+    differs from ``port`` it is bound on every address too (after the others), so
+    the replies arrive.
     """
 
     def __init__(self, reactor: IReactorUDP, handler: IDatagramHandler,
                  addresses: Iterable[str] = (), port: int = ISAKMP_PORT,
-                 nat_t_port: int | None = NAT_T_PORT) -> None:
+                 nat_t_port: int | None = NAT_T_PORT, *,
+                 local_port: int | None = None) -> None:
         if nat_t_port is not None and nat_t_port == port and port != 0:
             raise ValueError(f"the IKE port and the NAT-T port must differ (both {port})")
+        if local_port and nat_t_port is not None and local_port == nat_t_port:
+            raise ValueError(f"the local port and the NAT-T port must differ "
+                             f"(both {local_port})")
         self._reactor = reactor
         self._handler = handler
         self.port = port
         self.nat_t_port = nat_t_port
+        self.local_port = local_port if local_port and local_port != port else None
         self._initial = [normalise_address(a) for a in addresses]
-        # address -> [(listening port, protocol)]: the IKE port first, then NAT-T.
+        # address -> [(listening port, protocol)]: the IKE port first, then NAT-T,
+        # then -P's.
         self._bound: dict[str, list[tuple[IListeningPort, IkeDatagramProtocol]]] = {}
         self._by_local: dict[Address, IkeDatagramProtocol] = {}
         self._closing: list[defer.Deferred] = []
@@ -254,6 +263,8 @@ class UdpTransport:
         ports = [(self.port, False)]
         if self.nat_t_port is not None:
             ports.append((self.nat_t_port, True))
+        if self.local_port is not None:
+            ports.append((self.local_port, False))      # -P, after the others
         bound: list[tuple[IListeningPort, IkeDatagramProtocol]] = []
         for number, nat_t in ports:
             protocol = IkeDatagramProtocol(self._handler, address, nat_t)
