@@ -6,10 +6,13 @@ line), picks the kernel provider, binds the UDP ports on the listen addresses,
 creates the :class:`~isakmpd.ike.engine.Engine` and the connection checker, and on
 stop deletes the SAs (with DELETE unless told not to) and closes the ports.
 
-What exists of isakmpd(8)'s command line is in :mod:`isakmpd.tap`. Only the
-in-memory kernel exists so far (``-n``); the XFRM provider, the FIFO, signals other
-than twistd's own, reports and packet capture are not built yet and are refused or
-absent rather than faked.
+The command line is parsed in :mod:`isakmpd.tap` into :class:`DaemonSettings`;
+:mod:`isakmpd.cli` and ``twistd isakmpd`` run this service. Besides the start and
+stop, the service holds what an operator drives (inventory §1.2-§1.4, §4.10): the
+FIFO and signals (:mod:`isakmpd.control`), reinitialisation, the report and result
+files, the clean shutdown, log levels (:mod:`isakmpd.log`) and packet capture
+(:mod:`isakmpd.capture`). Only the in-memory kernel exists so far (``-n``); without
+it the daemon refuses to start and says why.
 """
 
 from __future__ import annotations

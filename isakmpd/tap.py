@@ -78,12 +78,6 @@ def parse_debug(value: str) -> tuple[int | None, int]:
     return int(name), int(level_text)
 
 
-# Flags that are parsed but whose work is not built yet, with their defaults: given
-# explicitly they are refused rather than silently ignored. Each leaves this table
-# when what it does exists.
-NOT_BUILT: dict[str, tuple[str, Any]] = {}
-
-
 class Options(usage.Options):
     """Options of ``twistd isakmpd`` and of the ``isakmpd`` console script."""
 
@@ -149,9 +143,6 @@ class Options(usage.Options):
             raise usage.UsageError(f"unexpected argument {args[0]!r}")
 
     def postOptions(self) -> None:
-        for key, (flag, default) in NOT_BUILT.items():
-            if self[key] != default:
-                raise usage.UsageError(f"{flag} is not built yet")
         if self["inet4"] and self["inet6"]:
             raise usage.UsageError("-4 and -6 exclude each other")
         if self["port"] == self["nat-t-port"] and not self["no-nat-t"]:

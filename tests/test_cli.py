@@ -521,8 +521,6 @@ class PidFileTests(SynchronousTestCase):
 
 class OptionTests(SynchronousTestCase):
     def test_built_flags_are_accepted(self) -> None:
-        for key in ("acquire-only", "ignore-policy", "pid-file", "local-port", "foreground"):
-            self.assertNotIn(key, tap.NOT_BUILT)
         options = tap.Options()
         options.parseOptions(["-n", "-a", "-K", "-d", "-d", "-i", "/tmp/x.pid", "-P", "5500"])
         settings = options.settings()
