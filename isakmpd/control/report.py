@@ -110,17 +110,19 @@ def _nat_flags(sa: IsakmpSA) -> int:
     return flags
 
 
+def _state_flags(sa: IsakmpSA | IpsecSA) -> int:
+    """READY, STAYALIVE, REPLACED and FADING, which both kinds of SA carry."""
+    flags = 0
+    for present, bit in ((sa.ready, SA_FLAG_READY), (sa.stay_alive, SA_FLAG_STAYALIVE),
+                         (sa.replaced, SA_FLAG_REPLACED), (sa.fading, SA_FLAG_FADING)):
+        if present:
+            flags |= bit
+    return flags
+
+
 def isakmp_flags(sa: IsakmpSA, store: Any = None) -> int:
     """isakmpd's flag word of an ISAKMP SA."""
-    flags = _nat_flags(sa)
-    if sa.ready:
-        flags |= SA_FLAG_READY
-    if sa.stay_alive:
-        flags |= SA_FLAG_STAYALIVE
-    if sa.replaced:
-        flags |= SA_FLAG_REPLACED
-    if sa.fading:
-        flags |= SA_FLAG_FADING
+    flags = _nat_flags(sa) | _state_flags(sa)
     if (sa.dpd_capable and store is not None
             and store.get_num("General", "DPD-check-interval", 0) > 0):
         flags |= SA_FLAG_DPD
@@ -129,15 +131,7 @@ def isakmp_flags(sa: IsakmpSA, store: Any = None) -> int:
 
 def ipsec_flags(sa: IpsecSA, store: Any = None) -> int:
     """isakmpd's flag word of an IPsec SA (NAT-T bits from its ISAKMP SA)."""
-    flags = _nat_flags(sa.isakmp_sa)
-    if sa.ready:
-        flags |= SA_FLAG_READY
-    if sa.stay_alive:
-        flags |= SA_FLAG_STAYALIVE
-    if sa.replaced:
-        flags |= SA_FLAG_REPLACED
-    if sa.fading:
-        flags |= SA_FLAG_FADING
+    flags = _nat_flags(sa.isakmp_sa) | _state_flags(sa)
     if store is not None and "active-only" in (
             item.lower() for item in store.get_list(sa.name, "Flags")):
         flags |= SA_FLAG_ACTIVE_ONLY

@@ -234,25 +234,24 @@ class Engine:
     def message_out(self, message: Message, clear: bytes, local: Address,
                     remote: Address) -> None:
         """Our ``message`` (``clear``: its datagram unencrypted), sent for the first time."""
-        capture = self.capture
-        if capture is not None and capture.active:
-            capture.record(clear, local, remote, marker=self._marker(local))
-        self.debug(DebugClass.MESSAGE, 10, "sending to {ip}:{port}: {message}",
-                   ip=remote[0], port=remote[1], message=message.describe())
-        if debug.enabled(DebugClass.MESSAGE, 70):
-            self.debug(DebugClass.MESSAGE, 70, "{payloads}", payloads=message.describe_long())
+        self._watched(message, clear, local, remote, local, "sending to", remote)
 
     def message_in(self, message: Message, data: bytes, local: Address,
                    remote: Address) -> None:
         """The peer's ``message`` (``data`` as received), decrypted and decoded."""
+        clear = data
+        if message.flags & Flag.ENC and message.body is not None:
+            clear = data[:HEADER_SIZE] + message.body + message.padding
+        self._watched(message, clear, remote, local, local, "received from", remote)
+
+    def _watched(self, message: Message, clear: bytes, src: Address, dst: Address,
+                 local: Address, verb: str, peer: Address) -> None:
         capture = self.capture
         if capture is not None and capture.active:
-            clear = data
-            if message.flags & Flag.ENC and message.body is not None:
-                clear = data[:HEADER_SIZE] + message.body + message.padding
-            capture.record(clear, remote, local, marker=self._marker(local))
-        self.debug(DebugClass.MESSAGE, 10, "received from {ip}:{port}: {message}",
-                   ip=remote[0], port=remote[1], message=message.describe())
+            capture.record(clear, src, dst, marker=self._marker(local))
+        if debug.enabled(DebugClass.MESSAGE, 10):
+            self.debug(DebugClass.MESSAGE, 10, "{verb} {ip}:{port}: {message}", verb=verb,
+                       ip=peer[0], port=peer[1], message=message.describe())
         if debug.enabled(DebugClass.MESSAGE, 70):
             self.debug(DebugClass.MESSAGE, 70, "{payloads}", payloads=message.describe_long())
 
