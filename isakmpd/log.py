@@ -133,7 +133,9 @@ def format_line(event: dict[str, Any]) -> str:
             name = CLASS_NAMES[debug_class] if 0 <= debug_class < len(CLASS_NAMES) \
                 else "Unkn"
             tag = f"{name} {message_level:02d}"
-    return f"{stamp} {tag} {_text(event)}"
+    # Every line of a multi-line text (a payload dump, a traceback) gets the prefix,
+    # as isakmpd's log_debug_buf writes each line of a dump as a log line.
+    return "\n".join(f"{stamp} {tag} {line}" for line in _text(event).split("\n"))
 
 
 def _stderr_format(event: dict[str, Any]) -> str | None:

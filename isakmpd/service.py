@@ -356,7 +356,8 @@ class IsakmpdService(Service):
                              message_ids=getattr(self._controller, "message_ids", None))
         if path is None:
             for line in lines:
-                log.info("Report> {line}", line=line, isakmpd_report=True)
+                # The log's formatter adds isakmpd's "Report>" tag (log.REPORT_KEY).
+                log.info("{line}", line=line, isakmpd_report=True)
             return
         try:
             write_private_file(path, format_report_file(lines))

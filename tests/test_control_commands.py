@@ -351,12 +351,18 @@ class ControllerTests(SynchronousTestCase):
         self.assertEqual({debug.level(c) for c in DebugClass}, {10})
 
     def test_debug_toggle(self) -> None:
+        from twisted.logger import formatEvent
         self.addCleanup(debug.reset)
         self.line("D 6 40")
+        self.line("D 0 60")
         self.line("D T")
         self.assertEqual({debug.level(c) for c in DebugClass}, {0})
         self.line("D T")
-        self.assertEqual(debug.level(DebugClass.SA), 40)
+        self.assertEqual((debug.level(DebugClass.SA), debug.level(DebugClass.MISC)), (40, 60))
+        # isakmpd's Misc 50 lines, before clearing and after restoring.
+        said = [formatEvent(e) for e in self.events]
+        self.assertIn("debug levels cleared", said)
+        self.assertIn("debug levels restored", said)
 
     def test_capture_on_off(self) -> None:
         capture = self.daemon.capture

@@ -23,6 +23,7 @@ from twisted.trial.unittest import TestCase
 
 from isakmpd import debug
 from isakmpd.debug import DebugClass
+from isakmpd.log import format_line
 from isakmpd.service import DaemonSettings, IsakmpdService, StartupError
 from tests.support.ikepair import PSK, make_config
 from tests.test_daemon_loopback import LOOPBACK, free_udp_ports
@@ -223,8 +224,8 @@ class ControlServiceTests(TestCase):
         self.command("r")
         yield self.wait_for(lambda: any(e.get("isakmpd_report") for e in self.events),
                             "report lines in the log")
-        lines = [formatEvent(e) for e in self.events if e.get("isakmpd_report")]
-        self.assertEqual(lines[0], "Report> isakmpd state report")
+        lines = [format_line(e) for e in self.events if e.get("isakmpd_report")]
+        self.assertRegex(lines[0], r"^\d{6}\.\d{6} Report> isakmpd state report$")
         self.assertFalse(os.path.exists(self.report))
 
     @inlineCallbacks

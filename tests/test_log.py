@@ -62,6 +62,12 @@ class FormatTests(LevelsTestCase):
         self.assertIn(" SA   10 x", isakmpd_log.format_line(
             event("x", LogLevel.debug, **debug.fields(DebugClass.SA, 10))))
 
+    def test_every_line_of_a_dump_has_the_prefix(self) -> None:
+        line = isakmpd_log.format_line(event(
+            "HASH\nSA\nNONCE", LogLevel.debug, **debug.fields(DebugClass.MESSAGE, 70)))
+        self.assertEqual(line.split("\n"), [f"{stamp()} Mesg 70 {text}"
+                                            for text in ("HASH", "SA", "NONCE")])
+
     def test_report_line(self) -> None:
         line = isakmpd_log.format_line(event("SA name: conn", isakmpd_report=True))
         self.assertEqual(line, f"{stamp()} Report> SA name: conn")

@@ -47,6 +47,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from isakmpd import debug
+from isakmpd import log as isakmpd_log
 from isakmpd.debug import MAX_LEVEL, DebugClass
 from isakmpd.ike.sa import IpsecSA, SaState
 
@@ -335,7 +336,9 @@ class Controller:
             log.warn("control: command {line!r} ignored: {error}", line=shown,
                      error=str(error))
             return
-        log.info("control: {line!r}", line=shown)
+        # isakmpd logs the commands it takes in debug class UI only.
+        if debug.enabled(DebugClass.UI, 30):
+            log.debug("control: {line!r}", line=shown, **debug.fields(DebugClass.UI, 30))
         try:
             self.execute(command)
         except CommandError as error:
@@ -504,11 +507,8 @@ class Controller:
 
     def _debug(self, command: Debug) -> None:
         if command.toggle:
-            toggle = getattr(debug, "toggle", None)
-            if toggle is None:
-                raise CommandError("D T: debug toggling is not available")
-            toggle()
-            log.info("control: debug levels toggled")
+            # isakmpd's "debug levels cleared" / "restored" lines (Misc 50).
+            isakmpd_log.toggle()
             return
         debug.set_level(command.debug_class, command.level)
         which = "every class" if command.debug_class is None else \
