@@ -88,11 +88,11 @@ alive() {   # name: whether that daemon still runs
         true)
     case $state in ""|Z|X) return 1 ;; esac
 }
-# East first, and west once east listens (its FIFO exists once its ports are
-# bound), so that west's first message is not lost.
+# East first, and west once east listens (it logs "listening on" once its ports
+# are bound), so that west's first message is not lost.
 start east 5600 5601
 deadline=$(($(date +%s) + 20))
-until [ -p "$dir/east.fifo" ]; do
+until grep -q "listening on" "$dir/east.log" 2>/dev/null; do
     alive east || { echo "east stopped" >&2; exit 1; }
     if [ "$(date +%s)" -ge "$deadline" ]; then
         echo "east did not start within 20 seconds" >&2

@@ -159,6 +159,16 @@ class IsakmpdService(Service):
             "the kernel; run with -n to negotiate without installing them")
 
     def startService(self) -> None:
+        # The FIFO first, as isakmpd's ui_init: a path it cannot use stops the daemon
+        # before anything is bound or sent.
+        self.open_fifo()
+        try:
+            self._start()
+        except BaseException:
+            self.stop_control()
+            raise
+
+    def _start(self) -> None:
         settings = self.settings
         self.kernel = self.make_kernel()
         self.store = self.load_configuration()
@@ -235,23 +245,30 @@ class IsakmpdService(Service):
     _signals: Any = None
     _shutting_down: Deferred[None] | None = None
 
-    def start_control(self) -> None:
-        """Open the FIFO (``-f``) and install the signal handlers; the end of start-up."""
-        import signal
-
+    def open_fifo(self) -> None:
+        """Create and open the FIFO (``-f``); nothing is read from it yet."""
         from isakmpd.control.commands import Controller
         from isakmpd.control.fifo import FifoError, open_control
-        from isakmpd.control.signals import SignalHandlers
 
         self._controller = Controller(self)
-        if self.engine is not None:
-            self._controller.watch(self.engine)
-        if self.settings.fifo is not None:
+        if self.settings.fifo is not None and self._control is None:
             try:
                 self._control = open_control(self.reactor, self.settings.fifo,
                                              self._controller.handle_line)
             except FifoError as error:
                 raise StartupError(str(error)) from None
+
+    def start_control(self) -> None:
+        """Read the FIFO and install the signal handlers; the end of start-up."""
+        import signal
+
+        from isakmpd.control.signals import SignalHandlers
+
+        if self._controller is None:
+            self.open_fifo()
+        if self.engine is not None:
+            self._controller.watch(self.engine)
+        if self._control is not None:
             self._control.start()
             log.info("reading commands from {where}",
                      where="standard input" if self.settings.fifo == "-"

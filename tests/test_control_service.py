@@ -129,6 +129,11 @@ class ControlServiceTests(TestCase):
                        fifo=self.fifo)
         self.assertIn("regular file", str(caught.exception))
         self.assertEqual(self.read(self.fifo), "not a fifo\n")
+        # Refused before anything was bound (isakmpd's ui_init comes first): the
+        # daemon's port is free.
+        import socket
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((LOOPBACK, west_port))
 
     @inlineCallbacks
     def test_fifo_mode_and_removal_at_stop(self) -> Any:
