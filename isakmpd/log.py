@@ -265,6 +265,25 @@ def make_observer(settings: Any = None, *, to_stderr: bool, stream: IO[str] | No
     return SyslogObserver(syslog_module)
 
 
+# Where twistd_observer() sends events: set by the ``twistd isakmpd`` options
+# (isakmpd.tap.Options.fit_twistd) before twistd builds its observer.
+_twistd_to_stderr = False
+
+
+def use_for_twistd(*, to_stderr: bool) -> str:
+    """Make :func:`twistd_observer` write to stderr (``-d``) or syslog; returns its
+    name for twistd's ``--logger`` option."""
+    global _twistd_to_stderr
+    _twistd_to_stderr = to_stderr
+    return f"{__name__}.twistd_observer"
+
+
+def twistd_observer() -> Callable[[dict[str, Any]], None]:
+    """twistd's ``--logger`` factory: isakmpd's line format on stderr, or syslog with
+    isakmpd's priorities, as the console script logs."""
+    return make_observer(to_stderr=_twistd_to_stderr)
+
+
 def begin_logging(settings: Any, *, to_stderr: bool, stream: IO[str] | None = None,
                   syslog_module: Any = None, beginner: Any = None,
                   ) -> Callable[[dict[str, Any]], None]:

@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from isakmpd import log as isakmpd_log
 from isakmpd.daemonize import stop_for_debugger
 from isakmpd.debug import MAX_LEVEL, DebugClass
 from isakmpd.pidfile import PidFile
@@ -160,11 +161,12 @@ class Options(usage.Options):
         twistd detaches, logs and writes a pid file itself, and parses its own options
         before ours, so ours adjust its settings (they are read after parsing):
 
-        * ``-d`` (once or more) means ``twistd -n``: stay in the foreground. twistd
-          then logs to standard output unless ``--logfile`` says otherwise.
-        * Without ``-d``, ``-n``, ``--logfile`` and ``--syslog`` twistd detaches and
-          logs to syslog with the prefix ``isakmpd``, as isakmpd does (twistd
-          alone would write ``twistd.log`` into its directory).
+        * ``-d`` (once or more) means ``twistd -n``: stay in the foreground.
+        * Logging is the console script's (:func:`isakmpd.log.twistd_observer` as
+          twistd's ``--logger``): with ``-d`` isakmpd's line format on standard
+          error, without it syslog with isakmpd's priorities (twistd alone would
+          write its own format to standard output or ``twistd.log``). An explicit
+          ``--logger``, ``--logfile`` or ``--syslog`` is left as given.
         * Pid file: isakmpd's ``-i`` file (default /var/run/isakmpd.pid) is written
           by the service (pid and newline, old file unlinked first), after twistd
           has detached, and removed at exit. twistd's default ``twistd.pid``, or a
@@ -175,10 +177,9 @@ class Options(usage.Options):
         """
         if self["foreground"]:
             twistd["nodaemon"] = True
-        elif not (twistd["nodaemon"] or twistd["logfile"] or twistd["syslog"]):
-            twistd["syslog"] = True
-            if twistd["prefix"] == "twisted":
-                twistd["prefix"] = "isakmpd"
+        if not (twistd["logger"] or twistd["logfile"] or twistd["syslog"]):
+            twistd["logger"] = isakmpd_log.use_for_twistd(
+                to_stderr=bool(self["foreground"] or twistd["nodaemon"]))
         pidfile = twistd["pidfile"]
         if pidfile and (pidfile == TWISTD_DEFAULT_PIDFILE or
                         os.path.abspath(pidfile) == os.path.abspath(self["pid-file"])):

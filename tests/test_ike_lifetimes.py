@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from isakmpd.ike.connections import ConnectionManager
 from isakmpd.ike.engine import DEFAULT_PHASE1_LIFETIME
+from isakmpd.ike.phase1 import RESPONDER_LIFETIME_DELAY
 from isakmpd.ike.sa import IpsecSA, IsakmpSA
 from isakmpd.wire.constants import ExchangeType, NotifyType, ProtocolId
 from isakmpd.wire.payloads import NotifyPayload
@@ -277,9 +278,17 @@ class ResponderLifetimeTests(SynchronousTestCase):
         network.run()
         sa = box[0]
         self.assertIsInstance(sa, IsakmpSA, west.log_text())
-        infos = [d for d in network.delivered if decode(d).exchange_type == ExchangeType.INFO]
-        self.assertEqual(len(infos), 1)
-        self.assertTrue(decode(infos[0]).encrypted)
+
+        def infos() -> list:
+            return [d for d in network.delivered if decode(d).exchange_type == ExchangeType.INFO]
+
+        # Sent a moment after phase 1, so that the initiator has taken our last message.
+        self.assertEqual(infos(), [])
+        network.clock.advance(RESPONDER_LIFETIME_DELAY)
+        network.run()
+        sent = infos()
+        self.assertEqual(len(sent), 1)
+        self.assertTrue(decode(sent[0]).encrypted)
         self.assertEqual(sa.life_seconds, 600)
         self.assertIn("RESPONDER-LIFETIME shortens", west.log_text())
         self.assertEqual(hard_at(network.clock, sa), 600)

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 from twisted.application.service import IServiceMaker
+from twisted.logger import FileLogObserver
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from isakmpd import cli, tap
+from isakmpd import log as isakmpd_log
 from isakmpd.pidfile import read_pid
 from isakmpd.service import IsakmpdService
 from tests.test_cli import (
@@ -78,24 +80,26 @@ class TwistdOptionTests(SynchronousTestCase):
         config.parseOptions(list(argv))
         return config
 
-    def test_d_means_no_daemon(self) -> None:
+    def test_d_means_no_daemon_and_isakmpd_lines_on_stderr(self) -> None:
         config = self.parse("isakmpd", "-n", "-d")
         self.assertTrue(config["nodaemon"])
         self.assertFalse(config["syslog"])
         self.assertEqual(config.subOptions.settings().foreground, 1)
+        self.assertIs(config["logger"], isakmpd_log.twistd_observer)
+        self.assertIsInstance(config["logger"](), FileLogObserver)
 
     def test_detached_twistd_logs_to_syslog_as_isakmpd(self) -> None:
         config = self.parse("isakmpd", "-n")
         self.assertFalse(config["nodaemon"])
-        self.assertTrue(config["syslog"])
-        self.assertEqual(config["prefix"], "isakmpd")
+        self.assertIs(config["logger"], isakmpd_log.twistd_observer)
+        self.assertFalse(isakmpd_log._twistd_to_stderr)
         self.assertTrue(config["no_save"])
 
     def test_explicit_log_choice_is_kept(self) -> None:
         config = self.parse("--logfile", "x.log", "isakmpd", "-n")
-        self.assertFalse(config["syslog"])
-        config = self.parse("-n", "isakmpd", "-n")
-        self.assertFalse(config["syslog"])
+        self.assertIsNone(config["logger"])
+        config = self.parse("--syslog", "isakmpd", "-n")
+        self.assertIsNone(config["logger"])
 
     def test_one_pid_file(self) -> None:
         self.assertEqual(self.parse("isakmpd", "-n")["pidfile"], "")
@@ -155,6 +159,38 @@ class TwistdProcessTests(DaemonProcessMixin, SynchronousTestCase):
         self.assertEqual(proc.wait(15), 0, self.log_text())
         self.assertFalse(self.pid_path.exists())
         self.assertEqual(self.leftovers(), set())
+
+    def test_fifo_signals_files_and_log_format(self) -> None:
+        # twistd -n isakmpd driven as an operator would: FIFO commands, the result
+        # and report files, SIGUSR1, SIGHUP, and Q; isakmpd's log lines on stderr.
+        proc = self.start(self.twistd("-n", "--pidfile="))
+        self.wait_listening(proc)
+        self.wait_running(proc.pid)
+        fifo = self.dir / "fifo"
+        result, report = self.dir / "result", self.dir / "report"
+
+        def command(line: str) -> None:
+            with open(fifo, "w") as handle:
+                handle.write(line + "\n")
+
+        command("C set [General]:Check-interval=77 force")
+        command("C get [General]:Check-interval")
+        poll(lambda: result.exists() and result.read_text() == "77\n", "C get's result")
+        command("S")
+        poll(lambda: result.exists() and result.read_text() != "77\n", "S's result")
+        os.kill(proc.pid, signal.SIGUSR1)
+        poll(report.exists, "the SIGUSR1 report")
+        self.assertEqual(report.stat().st_mode & 0o777, 0o600)
+        self.assertRegex(report.read_text().splitlines()[0], r"^\d{6}\.\d{6} Report> ")
+        os.kill(proc.pid, signal.SIGHUP)
+        poll(lambda: "reinitialised" in self.log_text(), "the SIGHUP reinitialisation")
+        command("C get [General]:Check-interval")      # FIFO edits are gone
+        poll(lambda: result.read_text() != "77\n", "the re-read configuration")
+        command("Q")
+        self.assertEqual(proc.wait(15), 0, self.log_text())
+        self.assertRegex(self.log_text(), r"(?m)^\d{6}\.\d{6} Default isakmpd listening on ")
+        self.assertNotIn("[isakmpd", self.log_text())     # not twistd's own format
+        self.assertEqual(self.leftovers("report", "result"), set())   # FIFO, pid file gone
 
     def test_detached_start_and_stop(self) -> None:
         result = subprocess.run(self.twistd(), cwd=self.dir, stdin=subprocess.DEVNULL,

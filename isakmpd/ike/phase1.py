@@ -67,6 +67,8 @@ from isakmpd.wire.payloads import (
 __all__ = ["AggressiveMode", "MainMode", "Phase1", "phase1_class"]
 
 NONCE_SIZE = 16               # what an initiator sends (inventory §4.1)
+# Seconds between the end of phase 1 and our RESPONDER-LIFETIME informational.
+RESPONDER_LIFETIME_DELAY = 0.5
 NONCE_MIN, NONCE_MAX = 8, 256  # RFC 2409 §5: 8..256 bytes
 _NAT_D = (PayloadType.NAT_D, PayloadType.NAT_D_DRAFT)
 
@@ -361,13 +363,21 @@ class Phase1(Exchange):
         if not self.initiator and suite.responder_lifetime:
             # We cut the initiator's lifetime to our maximum: tell it, protected, in
             # an informational exchange after this one (RFC 2407 §4.6.3.1, the SPI
-            # is the cookie pair).
-            self.engine.send_protected_notify(
-                self.sa, NotifyType.RESPONDER_LIFETIME, protocol=ProtocolId.ISAKMP,
-                spi=self.sa.cookies,
-                data=lifetime_data(ProtocolId.ISAKMP, suite.life_seconds,
-                                   suite.life_kilobytes))
+            # is the cookie pair). A moment later, not at once: a peer that handles
+            # datagrams on several threads (charon) may otherwise take it before our
+            # last phase 1 message, with the wrong IV, and drop it.
+            self.engine.clock.callLater(RESPONDER_LIFETIME_DELAY,
+                                        self._send_responder_lifetime)
         return self.sa
+
+    def _send_responder_lifetime(self) -> None:
+        suite = self.sa.suite
+        if not self.sa.ready or not self.engine.running or suite is None:
+            return
+        self.engine.send_protected_notify(
+            self.sa, NotifyType.RESPONDER_LIFETIME, protocol=ProtocolId.ISAKMP,
+            spi=self.sa.cookies,
+            data=lifetime_data(ProtocolId.ISAKMP, suite.life_seconds, suite.life_kilobytes))
 
 
 class MainMode(Phase1):
