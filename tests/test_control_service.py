@@ -269,6 +269,32 @@ class ControlServiceTests(TestCase):
         self.assertRegex(errors, rf"{self.west_conf}:\d+")
 
     @inlineCallbacks
+    def test_sighup_with_an_insecure_file_keeps_the_running_configuration(self) -> Any:
+        west, _east = yield self.pair()
+        running = west.store
+        write_config(self.west_conf, self.west_config("Check-interval=\t\t45\n"))
+        os.chmod(self.west_conf, 0o644)
+        os.kill(os.getpid(), signal.SIGHUP)
+        yield self.wait_for(lambda: any("configuration is kept" in line
+                                        for line in self.logged()), "the error")
+        self.assertIs(west.store, running)
+        self.assertIn(f"chmod 600 {self.west_conf}", "\n".join(self.logged()))
+
+    def test_insecure_file_at_start_is_ignored_with_the_fix_named(self) -> None:
+        # As isakmpd: a file others can read is treated as missing (defaults only).
+        west_port, west_nat, _, _ = self.ports
+        path = os.path.join(self.dir, "shared.conf")
+        write_config(path, self.west_config() + "\n[marker]\nTag=\t\t1\n")
+        os.chmod(path, 0o644)
+        service = IsakmpdService(DaemonSettings(
+            config_file=path, no_kernel=True, port=west_port, nat_t_port=west_nat,
+            passive=True), reactor)
+        self.addCleanup(service.stopService)
+        service.startService()
+        self.assertFalse(service.store.has("marker", "Tag"))
+        self.assertIn(f"chmod 600 {path}", "\n".join(self.logged()))
+
+    @inlineCallbacks
     def test_renegotiate_on_hup(self) -> Any:
         west, _east = yield self.pair()
         [old] = west.engine.sadb.ipsec_sas()
