@@ -440,9 +440,24 @@ class Exchange:
         return ExchangeError(None, f"{self.describe()}: encrypted message does not decrypt "
                                    f"to valid payloads ({error}), dropped", fatal=False)
 
+    @classmethod
+    def _payload_rules(cls, step: str) -> tuple[tuple[int, ...], frozenset[int]]:
+        """(required, allowed) payload types of a step's message, built once per class."""
+        rules = cls.__dict__.get("_rules")
+        if rules is None:
+            rules = {}
+            cls._rules = rules        # per class: subclasses have their own MESSAGES
+        found = rules.get(step)
+        if found is None:
+            required, optional = cls.MESSAGES.get(step, ((), ()))
+            found = rules[step] = (tuple(required),
+                                   frozenset(required) | frozenset(optional)
+                                   | _ALWAYS_OPTIONAL)
+        return found
+
     def check_payloads(self, step: str, message: Message) -> None:
         """The message must carry the payloads ``MESSAGES[step]`` requires."""
-        required, optional = self.MESSAGES.get(step, ((), ()))
+        required, allowed = self._payload_rules(step)
         present = [p.payload_type for p in message.payloads]
         missing = [t for t in required if t not in present]
         if missing:
@@ -451,7 +466,6 @@ class Exchange:
             raise ExchangeError(NotifyType.PAYLOAD_MALFORMED,
                                 f"{self.describe()}: message lacks {names} payload "
                                 f"({message.describe()})", fatal=False)
-        allowed = set(required) | set(optional) | _ALWAYS_OPTIONAL
         for payload_type in present:
             if payload_type == PayloadType.VENDOR and self.PHASE != 1:
                 raise ExchangeError(NotifyType.INVALID_PAYLOAD_TYPE,
