@@ -10,26 +10,44 @@ Three parts:
   the algorithm names, lifetimes, encapsulation, and the words of its errors;
 * :class:`XfrmKernel` on this machine's kernel inside a fresh network namespace
   (root and ``ip`` needed): ALLOCSPI, releasing, policies, and the refusal of an
-  ESP SA on a kernel without ESP. The namespace is deleted in every path.
+  ESP SA on a kernel without ESP. The namespace is deleted in every path;
+* the IKE sockets' bypass (:func:`~isakmpd.kernel.xfrm.prepare_ike_socket` through
+  the UDP transport) and the event reader (:class:`~isakmpd.kernel.xfrm.XfrmEventReader`
+  on the real reactor) in two namespaces joined by veth (not over loopback: ``lo``
+  has ``disable_xfrm`` and ``disable_policy`` set, so no policy applies there).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import socket
 import struct
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from isakmpd.kernel import xfrm
 from isakmpd.kernel.interface import IKernel, KernelError, KernelFlow, KernelSA
-from isakmpd.kernel.xfrm import NetlinkRefused, XfrmKernel
+from isakmpd.kernel.xfrm import (
+    AcquireEvent,
+    ExpireEvent,
+    NetlinkRefused,
+    XfrmEventReader,
+    XfrmKernel,
+    prepare_ike_socket,
+)
+from isakmpd.transport.udp import UdpTransport
 from isakmpd.wire.constants import AuthAlgorithm, EncapsulationMode, EspTransform, ProtocolId
 from tests.support.netns import Namespace, Topology, need_root_and_tools
+from tests.test_transport_udp import RecordingHandler
 
 ESP = ProtocolId.IPSEC_ESP
 AH = ProtocolId.IPSEC_AH
@@ -505,3 +523,234 @@ class KernelNamespaceTests(SynchronousTestCase):
             self.ns.run(["ip", "xfrm", "state", "flush"])
             return True
         return False
+
+
+# -- the IKE sockets' bypass and the kernel's events ------------------------------
+
+C4, D4 = "192.0.2.1", "192.0.2.2"
+C6, D6 = "2001:db8::1", "2001:db8::2"
+DEADLINE = 10.0          # seconds; the kernel answers in milliseconds, a larval state
+#                          with xfrm_acq_expires=1 expires within about two seconds
+
+
+@contextmanager
+def inside(ns: Namespace) -> Iterator[None]:
+    """Run the block with this thread in ``ns``: sockets made there stay there."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        xfrm._enter_netns(ns.name)
+        try:
+            yield
+        finally:
+            if ctypes.CDLL(None, use_errno=True).setns(home, xfrm._CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "cannot return to the test's namespace")
+    finally:
+        os.close(home)
+
+
+def poll(check: Callable[[], Any], what: str) -> defer.Deferred:
+    """Fires with ``check()``'s first true result; fails after DEADLINE seconds."""
+    deadline = reactor.seconds() + DEADLINE
+
+    def attempt() -> Any:
+        result = check()
+        if result:
+            return result
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"no {what} within {DEADLINE} s")
+        return deferLater(reactor, 0.02, attempt)
+
+    return defer.maybeDeferred(attempt)
+
+
+def xfrm_stat(ns: Namespace, name: str) -> int:
+    for line in ns.run(["cat", "/proc/net/xfrm_stat"]).stdout.splitlines():
+        key, _, value = line.partition("\t")
+        if key.strip() == name:
+            return int(value)
+    raise AssertionError(f"no {name} in /proc/net/xfrm_stat")
+
+
+class TwoNamespaces(TestCase):
+    """Namespaces c (192.0.2.1, 2001:db8::1) and d (.2, ::2) joined by veth."""
+
+    def setUp(self) -> None:
+        reason = need_root_and_tools()
+        if reason is not None:
+            raise SkipTest(f"XFRM tests on the kernel: {reason}")
+        self.topology = Topology("xfrm")
+        self.addCleanup(self.topology.close)
+        self.c = self.topology.add_namespace("c")
+        self.d = self.topology.add_namespace("d")
+        self.topology.link(self.c, [f"{C4}/24", f"{C6}/64"], self.d, [f"{D4}/24", f"{D6}/64"])
+
+    def plain_socket(self, ns: Namespace, address: str) -> socket.socket:
+        with inside(ns):
+            sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
+                                 socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.setblocking(False)
+        sock.bind((address, 0))
+        return sock
+
+
+class BypassNamespaceTests(TwoNamespaces):
+    """The daemon's sockets pass host-to-host block policies; others do not."""
+
+    def block_everything(self) -> None:
+        """Block policies between the hosts: all IPv4, and all UDP over IPv6 (all
+        IPv6 would block neighbour discovery, so nothing could be sent at all)."""
+        for ns, me, peer in ((self.c, (C4, C6), (D4, D6)), (self.d, (D4, D6), (C4, C6))):
+            for mine, theirs in zip(me, peer, strict=True):
+                extra = ["proto", "udp"] if ":" in mine else []
+                ns.ip("xfrm", "policy", "add", "src", mine, "dst", theirs, *extra, "dir",
+                      "out", "action", "block")
+                ns.ip("xfrm", "policy", "add", "src", theirs, "dst", mine, *extra, "dir",
+                      "in", "action", "block")
+
+    def transport(self, ns: Namespace, addresses: list[str]
+                  ) -> tuple[UdpTransport, RecordingHandler]:
+        handler = RecordingHandler()
+        transport = UdpTransport(reactor, handler, addresses, port=0, nat_t_port=0,
+                                 prepare_socket=prepare_ike_socket)
+        with inside(ns):
+            transport.start()
+        self.addCleanup(transport.stop)
+        return transport, handler
+
+    @defer.inlineCallbacks
+    def test_ike_sockets_bypass_block_policies(self):
+        self.block_everything()
+        tc, hc = self.transport(self.c, [C4, C6])
+        td, hd = self.transport(self.d, [D4, D6])
+        # Every socket has its two socket policies (listed by ip as "socket in/out").
+        policies = self.c.ip("xfrm", "policy").stdout
+        self.assertEqual(policies.count("socket in"), 4, policies)
+        self.assertEqual(policies.count("socket out"), 4, policies)
+        # UDP_ENCAP_ESPINUDP on the NAT-T sockets only (IPv6 too on this kernel).
+        for (address, port), nat_t in tc.endpoints():
+            sock = tc._lookup((address, port)).transport.socket
+            self.assertEqual(sock.getsockopt(xfrm.SOL_UDP, xfrm.UDP_ENCAP),
+                             xfrm.UDP_ENCAP_ESPINUDP if nat_t else 0, (address, nat_t))
+        sent = []
+        for mine, theirs in ((C4, D4), (C6, D6)):
+            for nat_t in (False, True):
+                local, remote = tc.endpoint(mine, nat_t), td.endpoint(theirs, nat_t)
+                data = f"ike {mine} {nat_t}".encode()
+                tc.send(data, local, remote)
+                sent.append((data, remote, local))
+        received = yield hd.waiter.wait(4)
+        self.assertEqual(sorted(received), sorted(sent))
+        td.send(b"reply", td.endpoint(D4), tc.endpoint(C4))
+        received = yield hc.waiter.wait(1)
+        self.assertEqual(received, [(b"reply", tc.endpoint(C4), td.endpoint(D4))])
+
+        # Controls: without the bypass the policies do block. Out: refused at once.
+        plain = self.plain_socket(self.c, C4)
+        error = self.assertRaises(OSError, plain.sendto, b"x", td.endpoint(D4))
+        self.assertEqual(error.errno, errno.EPERM)
+        # In: a plain socket in d never sees our (bypassing) datagram; d counts the block.
+        target = self.plain_socket(self.d, D4)
+        before = xfrm_stat(self.d, "XfrmInPolBlock")
+        tc.send(b"blocked", tc.endpoint(C4), target.getsockname()[:2])
+        yield poll(lambda: xfrm_stat(self.d, "XfrmInPolBlock") > before,
+                   "inbound policy block counted in d")
+        self.assertRaises(BlockingIOError, target.recv, 100)
+
+    def test_bypass_policy_layout(self) -> None:
+        data = xfrm.bypass_policy(xfrm.XFRM_POLICY_OUT, socket.AF_INET6)
+        self.assertEqual(len(data), 168)
+        # selector family at 40; lifetimes (8 x u64 infinite) from 56; dir, action at 160.
+        self.assertEqual(struct.unpack_from("=H", data, 40)[0], socket.AF_INET6)
+        self.assertEqual(struct.unpack_from("=8Q", data, 56), (INF,) * 8)
+        self.assertEqual(data[160:162], bytes([xfrm.XFRM_POLICY_OUT, xfrm.XFRM_POLICY_ALLOW]))
+
+
+class EventNamespaceTests(TwoNamespaces):
+    """ACQUIRE and EXPIRE from this kernel, read by the reactor."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        # Larval (acquire and ALLOCSPI) states live this many seconds.
+        self.c.run(["sysctl", "-q", "-w", "net.core.xfrm_acq_expires=1"])
+        self.events: list[Any] = []
+        self.reader = XfrmEventReader(reactor, self.events.append, self.c.name)
+        self.addCleanup(self.reader.stop)
+        self.reader.start()
+        self.kernel = XfrmKernel(self.c.name)
+        self.addCleanup(self.kernel.close)
+
+    def first(self, kind: type, **match: Any) -> defer.Deferred:
+        def found() -> Any:
+            for event in self.events:
+                if isinstance(event, kind) and all(getattr(event, k) == v
+                                                   for k, v in match.items()):
+                    return event
+            return None
+        return poll(found, f"{kind.__name__} {match}")
+
+    @defer.inlineCallbacks
+    def test_acquire_for_traffic_matching_a_policy_without_sa(self):
+        flow = KernelFlow("198.51.100.0/24", "203.0.113.0/24", protocol=17, dst_port=4242,
+                          direction="out", protocol_sa=ESP, mode=TUNNEL, tunnel_src=C4,
+                          tunnel_dst=D4, reqid=7)
+        self.kernel.add_flow(flow)
+        self.c.ip("addr", "add", "198.51.100.1/32", "dev", "lo")
+        self.c.ip("route", "add", "203.0.113.0/24", "dev", "veth0", "src", "198.51.100.1")
+        sender = self.plain_socket(self.c, "198.51.100.1")
+        try:
+            sender.sendto(b"traffic first", ("203.0.113.9", 4242))
+        except OSError:
+            pass       # the packet may be refused while the SA is larval; the event counts
+        event = yield self.first(AcquireEvent)
+        self.assertEqual((event.src, event.dst, event.protocol, event.dst_port),
+                         ("198.51.100.1", "203.0.113.9", 17, 4242))
+        self.assertEqual(event.src_port, sender.getsockname()[1])
+        self.assertEqual((event.policy_src, event.policy_dst, event.policy_direction),
+                         ("198.51.100.0/24", "203.0.113.0/24", "out"))
+        self.assertEqual((event.sa_src, event.sa_dst, event.sa_protocol, event.mode,
+                          event.reqid), (C4, D4, ESP, TUNNEL, 7))
+        self.assertNotEqual(event.policy_index, 0)
+        self.kernel.delete_flow(flow)
+
+    @defer.inlineCallbacks
+    def test_expire_of_a_larval_state(self):
+        spi = self.kernel.allocate_spi(ESP, D6, C6)
+        event = yield self.first(ExpireEvent, spi=spi)
+        self.assertEqual(event, ExpireEvent(protocol=ESP, spi=spi, src=D6, dst=C6, reqid=0,
+                                            hard=True))
+        self.assertEqual(self.c.ip("xfrm", "state").stdout.strip(), "")
+        # Releasing what the kernel already dropped is quiet.
+        self.kernel.release_spi(ESP, spi, C6)
+
+    def test_reader_goes_through_the_reactor(self) -> None:
+        self.assertIn(self.reader, reactor.getReaders())
+        self.reader.stop()
+        self.assertNotIn(self.reader, reactor.getReaders())
+        self.assertEqual(self.reader.fileno(), -1)
+
+
+class EventDecodingTests(SynchronousTestCase):
+    """decode_events on datagrams built here."""
+
+    def test_sizes(self) -> None:
+        for cls, size in ((xfrm.xfrm_user_acquire, 280), (xfrm.xfrm_user_expire, 232)):
+            self.assertEqual(len(body(cls())), size, cls.__name__)
+
+    def test_expire_among_other_messages(self) -> None:
+        msg = xfrm.xfrm_user_expire()
+        msg["header"]["type"] = xfrm.XFRM_MSG_EXPIRE
+        msg["id_daddr"] = v4(B)
+        msg["id_spi"] = b"\x00\x00\x12\x34"
+        msg["id_proto"] = xfrm.IPPROTO_AH
+        msg["saddr"] = v4(A)
+        msg["family"] = socket.AF_INET
+        msg["reqid"] = 9
+        msg["hard"] = 0
+        msg.encode()
+        other = struct.pack("=IHHII", 20, xfrm.XFRM_MSG_NEWSA, 0, 0, 0) + bytes(4)
+        events = xfrm.decode_events(other + bytes(msg.data))
+        self.assertEqual(events, [ExpireEvent(protocol=AH, spi=b"\x00\x00\x12\x34", src=A,
+                                              dst=B, reqid=9, hard=False)])
+        # A cut-off datagram yields nothing rather than an exception.
+        self.assertEqual(xfrm.decode_events(bytes(msg.data)[:40]), [])

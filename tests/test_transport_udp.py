@@ -459,3 +459,64 @@ class PureHelperTests(SynchronousTestCase):
                                                    [socket.AF_INET])
         self.assertEqual(chosen, ["192.0.2.1"])
         self.assertIn("its address family is disabled", warnings[0])
+
+
+class PrepareSocketTests(TransportTestBase):
+    """``prepare_socket`` (the XFRM bypass in production) sees every socket before bind."""
+
+    def test_every_socket_prepared_before_bind(self) -> None:
+        seen: list[tuple[int, bool, tuple]] = []
+
+        def prepare(sock: socket.socket, family: int, nat_t: bool) -> None:
+            seen.append((family, nat_t, sock.getsockname()))
+
+        transport = UdpTransport(reactor, RecordingHandler(), [self.first], port=0,
+                                 nat_t_port=0, prepare_socket=prepare)
+        transport.start()
+        self.addCleanup(transport.stop)
+        # Not yet bound when prepared: the wildcard address and port 0.
+        self.assertEqual(seen, [(socket.AF_INET, False, ("0.0.0.0", 0)),
+                                (socket.AF_INET, True, ("0.0.0.0", 0))])
+
+    def test_without_prepare_nothing_is_called(self) -> None:
+        # -n: no hook, the sockets are plain (the lack of CAP_NET_ADMIN never matters).
+        transport, _ = self.make(self.first)
+        self.assertEqual(len(transport.endpoints()), 2)
+
+    def test_prepare_failure_is_a_bind_error_in_its_words(self) -> None:
+        calls: list[bool] = []
+
+        def refuse(sock: socket.socket, family: int, nat_t: bool) -> None:
+            calls.append(nat_t)
+            if nat_t:
+                raise OSError(errno.EPERM, "cannot make the IKE socket bypass IPsec "
+                                           "(IP_XFRM_POLICY): not permitted")
+
+        free = _free_port(self.first)
+        transport = UdpTransport(reactor, RecordingHandler(), [self.first], port=free,
+                                 nat_t_port=0, prepare_socket=refuse)
+        error = self.assertRaises(BindError, transport.start)
+        self.assertEqual(str(error), f"cannot listen on address {self.first} NAT-T port 0: "
+                                     "cannot make the IKE socket bypass IPsec "
+                                     "(IP_XFRM_POLICY): not permitted")
+        self.assertEqual(calls, [False, True])
+        self.assertEqual(transport.addresses, [])
+        d = transport.stop()
+
+        def rebind(_: object) -> None:
+            # The first port, bound before the failure, was released.
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.bind((self.first, free))
+
+        return d.addCallback(rebind)
+
+    def test_prepare_needs_an_fdset_reactor(self) -> None:
+        @implementer(IReactorUDP)
+        class UdpOnly:
+            def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+                raise AssertionError("must not bind without preparing")
+
+        transport = UdpTransport(UdpOnly(), RecordingHandler(), ["192.0.2.1"],
+                                 prepare_socket=lambda sock, family, nat_t: None)
+        error = self.assertRaises(BindError, transport.start)
+        self.assertIn("cannot be prepared before bind", str(error))

@@ -6,14 +6,17 @@ reads (built on pyroute2's ``nlmsg``/``nla``; pyroute2 has none for XFRM), and
 :class:`XfrmSocket`, the synchronous request/answer channel: a plain
 ``AF_NETLINK``/``NETLINK_XFRM`` socket, not pyroute2's ``NetlinkSocket`` (which in
 0.9 runs its own asyncio event loop for every call), with the extended ACK turned
-on so the kernel's own error text reaches the log.
+on so the kernel's own error text reaches the log. It also owns the daemon's
+kernel-facing socket work: the IKE sockets' IPsec bypass and the reader of the
+kernel's events (given the reactor; it never imports the global one).
 
 The struct layouts follow ``include/uapi/linux/xfrm.h`` as compiled on x86-64 (the
 sizes and offsets were checked against that header with ``offsetof``/``sizeof``):
 xfrm_selector 56 bytes, xfrm_id 24, xfrm_lifetime_cfg 64, xfrm_lifetime_cur 32,
 xfrm_usersa_info 224, xfrm_usersa_id 24, xfrm_userspi_info 232,
 xfrm_userpolicy_info 168, xfrm_userpolicy_id 64, xfrm_user_tmpl 64, xfrm_algo 68
-(+ key), xfrm_algo_auth and xfrm_algo_aead 72 (+ key), xfrm_encap_tmpl 24.
+(+ key), xfrm_algo_auth and xfrm_algo_aead 72 (+ key), xfrm_encap_tmpl 24,
+xfrm_user_acquire 280, xfrm_user_expire 232.
 pyroute2 packs field by field without C alignment, so the padding is explicit.
 
 What exists:
@@ -35,12 +38,24 @@ What exists:
 * Every netlink error becomes a KernelError saying what was refused and why, with
   the kernel's extended-ack text when it sends one.
 
-What does not exist yet: IPComp, kernel events (ACQUIRE/EXPIRE on the multicast
-groups), the IKE sockets' IPsec bypass and UDP_ENCAP on port 4500, removal of
-everything at shutdown, and the daemon's use of this provider (``service.py`` still
-needs ``-n``). On this machine's kernel (XFRM without ESP or AH) only ALLOCSPI,
-policies and deletes are proven; installing a full SA is tested against a recorded
-fake socket (the messages) and against the kernel only for its refusal.
+* The IKE sockets' bypass: :func:`prepare_ike_socket` (the UDP transport's
+  ``prepare_socket``) sets IP_XFRM_POLICY/IPV6_XFRM_POLICY allow policies for in
+  and out, and UDP_ENCAP_ESPINUDP on the NAT-T socket (IPv6 too where the kernel
+  can; only a warning where it cannot).
+* Kernel events: :class:`XfrmEventReader`, a Twisted ``IReadDescriptor`` on a
+  second, non-blocking NETLINK_XFRM socket bound to XFRMNLGRP_ACQUIRE and
+  XFRMNLGRP_EXPIRE; the reactor passed to it reads it (no thread) and
+  :func:`decode_events` turns XFRM_MSG_ACQUIRE / XFRM_MSG_EXPIRE into
+  :class:`AcquireEvent` / :class:`ExpireEvent` for a callback. Larval states
+  (ALLOCSPI's and the kernel's own acquire states) send a hard EXPIRE when
+  ``net.core.xfrm_acq_expires`` runs out.
+
+What does not exist yet: IPComp, removal of everything at shutdown, and the
+daemon's use of this provider and its events (``service.py`` still needs ``-n``).
+On this machine's kernel (XFRM without ESP or AH) only ALLOCSPI, policies, deletes,
+the socket bypass and the ACQUIRE/EXPIRE events are proven; installing a full SA is
+tested against a recorded fake socket (the messages) and against the kernel only
+for its refusal.
 
 This and :mod:`isakmpd.kernel.addresses` are the only modules importing pyroute2.
 """
@@ -54,9 +69,11 @@ import os
 import socket
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nla, nlmsg
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -69,8 +86,17 @@ from isakmpd.wire.constants import AuthAlgorithm, EncapsulationMode, EspTransfor
 __all__ = [
     "AUTHENTICATION",
     "ENCRYPTION",
+    "AcquireEvent",
+    "ExpireEvent",
+    "KernelEvent",
+    "XfrmEventReader",
     "XfrmKernel",
     "XfrmSocket",
+    "bypass_policy",
+    "decode_events",
+    "prepare_ike_socket",
+    "xfrm_user_acquire",
+    "xfrm_user_expire",
     "xfrm_userpolicy_id",
     "xfrm_userpolicy_info",
     "xfrm_usersa_id",
@@ -95,6 +121,8 @@ XFRM_MSG_NEWPOLICY = 0x13
 XFRM_MSG_DELPOLICY = 0x14
 XFRM_MSG_GETPOLICY = 0x15
 XFRM_MSG_ALLOCSPI = 0x16
+XFRM_MSG_ACQUIRE = 0x17
+XFRM_MSG_EXPIRE = 0x18
 XFRM_MSG_UPDPOLICY = 0x19
 XFRM_MSG_UPDSA = 0x1A
 
@@ -106,6 +134,12 @@ XFRM_POLICY_FWD = 2
 XFRM_POLICY_ALLOW = 0
 XFRM_INF = 0xFFFFFFFFFFFFFFFF
 UDP_ENCAP_ESPINUDP = 2           # <linux/udp.h>, RFC 3948
+SOL_UDP = 17
+UDP_ENCAP = 100                  # <linux/udp.h>
+IP_XFRM_POLICY = 17              # <linux/in.h>
+IPV6_XFRM_POLICY = 35            # <linux/in6.h>
+XFRMNLGRP_ACQUIRE = 1            # <linux/xfrm.h> enum xfrm_nlgroups
+XFRMNLGRP_EXPIRE = 2
 
 IPPROTO_ESP = 50
 IPPROTO_AH = 51
@@ -314,27 +348,56 @@ class xfrm_usersa_id(_xfrm_attributes, nlmsg):
               ("_pad", "x"))
 
 
+def _policy_fields(prefix: str) -> tuple[tuple[str, str], ...]:
+    """struct xfrm_userpolicy_info (168 bytes), each field named ``prefix + name``."""
+    return (
+        *_selector_fields(prefix + "sel_"),
+        *((prefix + name, fmt) for name, fmt in _LIFETIME_CFG_FIELDS),
+        *((prefix + name, fmt) for name, fmt in _LIFETIME_CUR_FIELDS),
+        (prefix + "priority", "I"),
+        (prefix + "index", "I"),
+        (prefix + "dir", "B"),
+        (prefix + "action", "B"),
+        (prefix + "flags", "B"),
+        (prefix + "share", "B"),
+        (prefix + "_pad", "4x"),
+    )
+
+
 class xfrm_userpolicy_info(_xfrm_attributes, nlmsg):
     """struct xfrm_userpolicy_info (NEWPOLICY, UPDPOLICY, the kernel's answers)."""
 
-    fields = (
-        *_selector_fields("sel_"),
-        *_LIFETIME_CFG_FIELDS,
-        *_LIFETIME_CUR_FIELDS,
-        ("priority", "I"),
-        ("index", "I"),
-        ("dir", "B"),
-        ("action", "B"),
-        ("flags", "B"),
-        ("share", "B"),
-        ("_pad", "4x"),
-    )
+    fields = _policy_fields("")
 
 
 class xfrm_userpolicy_id(_xfrm_attributes, nlmsg):
     """struct xfrm_userpolicy_id (DELPOLICY, GETPOLICY): selector and direction."""
 
     fields = (*_selector_fields("sel_"), ("index", "I"), ("dir", "B"), ("_pad", "3x"))
+
+
+class xfrm_user_acquire(_xfrm_attributes, nlmsg):
+    """struct xfrm_user_acquire (280 bytes; XFRMNLGRP_ACQUIRE): the SA wanted (id,
+    saddr), the packet's selector, the policy that wants it (``pol_*``), then the
+    policy's templates as XFRMA_TMPL."""
+
+    fields = (
+        *_id_fields("id_"),
+        ("saddr", "16s"),
+        *_selector_fields("sel_"),
+        *_policy_fields("pol_"),
+        ("aalgos", "I"),
+        ("ealgos", "I"),
+        ("calgos", "I"),
+        ("seq", "I"),
+    )
+
+
+class xfrm_user_expire(_xfrm_attributes, nlmsg):
+    """struct xfrm_user_expire (232 bytes; XFRMNLGRP_EXPIRE): the SA, and whether
+    its hard (1) or soft (0) lifetime ran out."""
+
+    fields = (*_USERSA_INFO_FIELDS, ("hard", "B"), ("_pad_hard", "7x"))
 
 
 ANSWERS: dict[int, type[nlmsg]] = {
@@ -849,3 +912,287 @@ class XfrmKernel:
         reqid = self._next_reqid
         self._next_reqid += 1
         return reqid
+
+
+# -- the IKE sockets' bypass ------------------------------------------------------
+
+def bypass_policy(direction: int, family: int) -> bytes:
+    """A per-socket policy (struct xfrm_userpolicy_info) letting everything pass.
+
+    An ALLOW policy with an empty selector of ``family`` and no template: set with
+    IP_XFRM_POLICY/IPV6_XFRM_POLICY it takes precedence over every global policy
+    for the socket's traffic in ``direction`` (XFRM_POLICY_IN or _OUT).
+    """
+    msg = xfrm_userpolicy_info()
+    for name, _ in _LIFETIME_CFG_FIELDS:
+        msg[name] = XFRM_INF
+    msg["sel_family"] = family
+    msg["dir"] = direction
+    msg["action"] = XFRM_POLICY_ALLOW
+    msg.encode()
+    return bytes(msg.data)[16:]
+
+
+def prepare_ike_socket(sock: socket.socket, family: int, nat_t: bool) -> None:
+    """Make an IKE UDP socket bypass IPsec; on the NAT-T port also decapsulate ESP.
+
+    Without the bypass a host-to-host policy between us and a peer would catch our
+    own IKE traffic (DELETE, DPD, rekeying). The NAT-T socket gets
+    UDP_ENCAP_ESPINUDP (RFC 3948): the kernel then takes ESP-in-UDP off it and
+    leaves IKE (non-ESP marker) and NAT-keepalives to us. Both need CAP_NET_ADMIN
+    (the bypass) or at least a kernel with XFRM; failures raise OSError whose text
+    says what failed. An IPv6 socket whose kernel cannot decapsulate ESP-in-UDP
+    over IPv6 only gets a warning (IKE still works there).
+    """
+    if family == socket.AF_INET6:
+        level, option, name = socket.IPPROTO_IPV6, IPV6_XFRM_POLICY, "IPV6_XFRM_POLICY"
+    else:
+        level, option, name = socket.IPPROTO_IP, IP_XFRM_POLICY, "IP_XFRM_POLICY"
+    for direction in (XFRM_POLICY_IN, XFRM_POLICY_OUT):
+        try:
+            sock.setsockopt(level, option, bypass_policy(direction, family))
+        except OSError as error:
+            code = error.errno or errno.EINVAL
+            raise OSError(code, f"cannot make the IKE socket bypass IPsec ({name}): "
+                                f"{_reason(code, None, family)}") from None
+    if not nat_t:
+        return
+    try:
+        sock.setsockopt(SOL_UDP, UDP_ENCAP, UDP_ENCAP_ESPINUDP)
+    except OSError as error:
+        code = error.errno or errno.EINVAL
+        if family == socket.AF_INET6:
+            XfrmKernel.log.warn("this kernel cannot decapsulate ESP-in-UDP on IPv6 (UDP_ENCAP "
+                                "refused: {reason}); NAT-T SAs over IPv6 will not work",
+                                reason=os.strerror(code))
+            return
+        raise OSError(code, "cannot set UDP_ENCAP_ESPINUDP on the NAT-T socket: "
+                            f"{_reason(code, None, family)}") from None
+
+
+# -- kernel events ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AcquireEvent:
+    """XFRM_MSG_ACQUIRE: an outbound packet matched a policy that has no SA.
+
+    ``src``/``dst``/``protocol``/``src_port``/``dst_port`` select the packet that
+    triggered it (host addresses; a port is 0 when the selector has none);
+    ``policy_src``/``policy_dst`` are the policy's own selector networks and
+    ``policy_index`` its kernel id. ``sa_src``/``sa_dst`` are the SA's endpoints
+    (the tunnel endpoints in tunnel mode), ``sa_protocol``, ``mode`` and ``reqid``
+    come from the policy's (first) template. ``seq`` is the kernel's acquire
+    sequence number.
+    """
+
+    src: str
+    dst: str
+    protocol: int
+    src_port: int
+    dst_port: int
+    policy_src: str
+    policy_dst: str
+    policy_index: int
+    policy_direction: str
+    sa_src: str
+    sa_dst: str
+    sa_protocol: ProtocolId | None
+    mode: EncapsulationMode | None
+    reqid: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class ExpireEvent:
+    """XFRM_MSG_EXPIRE: an SA's soft (``hard`` False) or hard lifetime ran out.
+
+    A hard expiry means the kernel has already deleted the SA. ``spi`` is 4 bytes
+    (zero for the kernel's own acquire state).
+    """
+
+    protocol: ProtocolId | None
+    spi: bytes
+    src: str
+    dst: str
+    reqid: int
+    hard: bool
+
+
+KernelEvent = AcquireEvent | ExpireEvent
+
+_DIRECTION_NAMES = {value: name for name, value in _DIRECTIONS.items()}
+_PROTOCOLS = {IPPROTO_ESP: ProtocolId.IPSEC_ESP, IPPROTO_AH: ProtocolId.IPSEC_AH}
+_MODES = {XFRM_MODE_TUNNEL: EncapsulationMode.TUNNEL,
+          XFRM_MODE_TRANSPORT: EncapsulationMode.TRANSPORT}
+
+
+def _address_text(data: bytes, family: int) -> str:
+    raw = bytes(data)
+    return str(ipaddress.ip_address(raw[:4] if family == socket.AF_INET else raw[:16]))
+
+
+def _network_text(msg: nlmsg, prefix: str) -> tuple[str, str]:
+    family = msg[prefix + "family"]
+    size = 4 if family == socket.AF_INET else 16
+    src = addresses.network_of(bytes(msg[prefix + "saddr"])[:size], msg[prefix + "prefixlen_s"])
+    dst = addresses.network_of(bytes(msg[prefix + "daddr"])[:size], msg[prefix + "prefixlen_d"])
+    return str(src), str(dst)
+
+
+def _port(msg: nlmsg, name: str) -> int:
+    return msg[name] if msg[name + "_mask"] else 0
+
+
+def _acquire_event(msg: nlmsg) -> AcquireEvent:
+    family = msg["sel_family"]
+    src, dst = _network_text(msg, "sel_")
+    policy_src, policy_dst = (_network_text(msg, "pol_sel_") if msg["pol_sel_family"]
+                              else (src, dst))
+    template = msg.get_attr("XFRMA_TMPL")
+    if template is not None:
+        sa_family = template["family"] or family
+        sa_protocol = _PROTOCOLS.get(template["id_proto"])
+        mode = _MODES.get(template["mode"])
+        reqid = template["reqid"]
+    else:
+        sa_family, sa_protocol, mode, reqid = family, _PROTOCOLS.get(msg["id_proto"]), None, 0
+    return AcquireEvent(
+        src=src.split("/")[0] if src.endswith(("/32", "/128")) else src,
+        dst=dst.split("/")[0] if dst.endswith(("/32", "/128")) else dst,
+        protocol=msg["sel_proto"],
+        src_port=_port(msg, "sel_sport"), dst_port=_port(msg, "sel_dport"),
+        policy_src=policy_src, policy_dst=policy_dst,
+        policy_index=msg["pol_index"],
+        policy_direction=_DIRECTION_NAMES.get(msg["pol_dir"], str(msg["pol_dir"])),
+        sa_src=_address_text(msg["saddr"], sa_family),
+        sa_dst=_address_text(msg["id_daddr"], sa_family),
+        sa_protocol=sa_protocol, mode=mode, reqid=reqid, seq=msg["seq"])
+
+
+def _expire_event(msg: nlmsg) -> ExpireEvent:
+    family = msg["family"]
+    return ExpireEvent(protocol=_PROTOCOLS.get(msg["id_proto"]), spi=bytes(msg["id_spi"]),
+                       src=_address_text(msg["saddr"], family),
+                       dst=_address_text(msg["id_daddr"], family),
+                       reqid=msg["reqid"], hard=bool(msg["hard"]))
+
+
+_EVENTS: dict[int, tuple[type[nlmsg], Callable[[nlmsg], KernelEvent]]] = {
+    XFRM_MSG_ACQUIRE: (xfrm_user_acquire, _acquire_event),
+    XFRM_MSG_EXPIRE: (xfrm_user_expire, _expire_event),
+}
+
+
+def decode_events(data: bytes) -> list[KernelEvent]:
+    """The ACQUIRE and EXPIRE events in one datagram of the multicast socket.
+
+    Other message types (the groups carry only these two) are skipped; a message
+    that cannot be decoded is logged and skipped.
+    """
+    events: list[KernelEvent] = []
+    offset = 0
+    while offset + 16 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, offset)
+        if length < 16 or offset + length > len(data):
+            break
+        chunk = data[offset:offset + length]
+        offset += (length + 3) & ~3
+        known = _EVENTS.get(kind)
+        if known is None:
+            continue
+        cls, convert = known
+        try:
+            msg = cls(chunk)
+            msg.decode()
+            events.append(convert(msg))
+        except Exception as error:  # noqa: BLE001 - one bad message must not stop the rest
+            XfrmKernel.log.error("cannot decode a kernel {kind} message of {size} bytes: "
+                                 "{error}", kind=cls.__name__, size=length,
+                                 error=f"{type(error).__name__}: {error}")
+    return events
+
+
+@implementer(IReadDescriptor)
+class XfrmEventReader:
+    """Kernel events (ACQUIRE, EXPIRE) read by the reactor from NETLINK_XFRM.
+
+    A second netlink socket, non-blocking, bound to the XFRMNLGRP_ACQUIRE and
+    XFRMNLGRP_EXPIRE multicast groups (binding them needs CAP_NET_ADMIN); the
+    reactor (an ``IReactorFDSet``, passed in) calls :meth:`doRead` when it is
+    readable and each decoded event goes to ``callback``. No thread is involved.
+    ``netns`` names the network namespace to listen in, as for :class:`XfrmKernel`.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, callback: Callable[[KernelEvent], object],
+                 netns: str | None = None) -> None:
+        self._reactor = reactor
+        self._callback = callback
+        try:
+            self._sock: socket.socket | None = _open_socket(netns)
+        except OSError as error:
+            raise KernelError(f"cannot open the kernel's XFRM netlink socket for events: "
+                              f"{error.strerror or error}") from None
+        groups = (1 << (XFRMNLGRP_ACQUIRE - 1)) | (1 << (XFRMNLGRP_EXPIRE - 1))
+        try:
+            self._sock.bind((0, groups))
+            self._sock.setblocking(False)
+        except OSError as error:
+            self._sock.close()
+            self._sock = None
+            code = error.errno or errno.EINVAL
+            raise KernelError("cannot listen to the kernel's ACQUIRE and EXPIRE events: "
+                              f"{_reason(code, None, None)}") from None
+        self._reading = False
+
+    def start(self) -> None:
+        """Let the reactor read the socket."""
+        if self._sock is not None and not self._reading:
+            self._reactor.addReader(self)
+            self._reading = True
+
+    def stop(self) -> None:
+        """Stop reading and close the socket."""
+        if self._reading:
+            self._reactor.removeReader(self)
+            self._reading = False
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def fileno(self) -> int:
+        return self._sock.fileno() if self._sock is not None else -1
+
+    def logPrefix(self) -> str:
+        return "XfrmEventReader"
+
+    def connectionLost(self, reason: object) -> None:
+        self._reading = False
+        self.stop()
+
+    def doRead(self) -> None:
+        """Read every datagram waiting, hand each event to the callback."""
+        while self._sock is not None:
+            try:
+                data = self._sock.recv(65536)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError as error:
+                if error.errno == errno.ENOBUFS:
+                    # The socket's buffer overflowed: the kernel dropped events.
+                    self.log.warn("kernel events were lost: the XFRM event socket's "
+                                  "receive buffer overflowed")
+                    continue
+                self.log.error("reading kernel events failed: {error}", error=error)
+                return
+            if not data:
+                return
+            for event in decode_events(data):
+                try:
+                    self._callback(event)
+                except Exception as error:  # noqa: BLE001 - keep reading the other events
+                    self.log.failure("handling kernel event {event} failed: {error}",
+                                     event=event, error=error)

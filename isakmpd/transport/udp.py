@@ -20,6 +20,11 @@ address handed to the engine is always the real one, which NAT-D hashes need
 (RFC 3947 §3.2). IPv6 sockets are IPV6_V6ONLY, so IPv4-mapped addresses never
 appear. Addresses are normalised: IPv6 in compressed text without scope.
 
+With the XFRM kernel, each socket is handed before it is bound to a
+``prepare_socket`` function (:func:`isakmpd.kernel.xfrm.prepare_ike_socket`: the
+IPsec bypass, and UDP_ENCAP on the NAT-T port); with ``-n`` there is none, so
+unprivileged runs set no privileged option.
+
 Errors: a bind failure raises :class:`BindError`, naming address, port and the
 reason in words. Sending never raises: a message that cannot be sent is logged and
 dropped (the exchange's retransmission timer deals with lost datagrams either way),
@@ -30,9 +35,10 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from twisted.internet import defer, udp
 from twisted.internet.error import CannotListenError, MessageLengthError
@@ -47,6 +53,7 @@ from isakmpd.wire.constants import ISAKMP_PORT, NAT_KEEPALIVE, NAT_T_PORT, NON_E
 __all__ = [
     "BindError",
     "IkeDatagramProtocol",
+    "SocketPreparer",
     "UdpTransport",
     "describe_bind_error",
     "normalise_address",
@@ -56,6 +63,10 @@ __all__ = [
 log = Logger(namespace="isakmpd.transport")
 
 MAX_DATAGRAM = 65535      # IKE messages with certificates exceed Twisted's 8192 default
+
+SocketPreparer = Callable[[socket.socket, int, bool], None]
+"""Called with (socket, address family, is the NAT-T port) before the bind; raises
+OSError whose text says what failed."""
 
 
 def normalise_address(text: str) -> str:
@@ -99,7 +110,10 @@ def describe_bind_error(address: str, port: int, error: BaseException | None,
     elif code is not None:
         reason = errno.errorcode.get(code, str(code))
         text = getattr(error, "strerror", None)
-        reason = text.lower() if text else reason
+        if text and text != os.strerror(code):
+            reason = text                   # our own words (e.g. prepare_socket's)
+        else:
+            reason = text.lower() if text else reason
     else:
         reason = str(error) if error is not None else "unknown error"
     kind = "NAT-T port" if nat_t else "port"
@@ -160,12 +174,22 @@ class IkeDatagramProtocol(DatagramProtocol):
 
 
 class _Port(udp.Port):
-    """A Twisted UDP port whose IPv6 socket is IPV6_V6ONLY (set before bind)."""
+    """A Twisted UDP port whose IPv6 socket is IPV6_V6ONLY and which is prepared
+    (``prepare``: the IPsec bypass) before bind."""
+
+    prepare: SocketPreparer | None = None
+    nat_t = False
 
     def createInternetSocket(self) -> socket.socket:
         skt = super().createInternetSocket()
-        if self.addressFamily == socket.AF_INET6:
-            skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            if self.addressFamily == socket.AF_INET6:
+                skt.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if self.prepare is not None:
+                self.prepare(skt, self.addressFamily, self.nat_t)
+        except BaseException:
+            skt.close()
+            raise
         return skt
 
 
@@ -177,13 +201,15 @@ class UdpTransport:
     with :meth:`endpoint`); ``nat_t_port`` is None when NAT-T is disabled (``-T``).
     ``local_port`` (``-P``) is the port exchanges we initiate are sent from; when it
     differs from ``port`` it is bound on every address too (after the others), so
-    the replies arrive.
+    the replies arrive. ``prepare_socket`` is applied to every socket before its
+    bind (it needs a reactor providing ``IReactorFDSet``, as every real one does).
     """
 
     def __init__(self, reactor: IReactorUDP, handler: IDatagramHandler,
                  addresses: Iterable[str] = (), port: int = ISAKMP_PORT,
                  nat_t_port: int | None = NAT_T_PORT, *,
-                 local_port: int | None = None) -> None:
+                 local_port: int | None = None,
+                 prepare_socket: SocketPreparer | None = None) -> None:
         if nat_t_port is not None and nat_t_port == port and port != 0:
             raise ValueError(f"the IKE port and the NAT-T port must differ (both {port})")
         if local_port and nat_t_port is not None and local_port == nat_t_port:
@@ -191,6 +217,7 @@ class UdpTransport:
                              f"(both {local_port})")
         self._reactor = reactor
         self._handler = handler
+        self._prepare = prepare_socket
         self.port = port
         self.nat_t_port = nat_t_port
         self.local_port = local_port if local_port and local_port != port else None
@@ -239,8 +266,15 @@ class UdpTransport:
         try:
             if IReactorFDSet.providedBy(self._reactor):
                 listening = _Port(port, protocol, address, MAX_DATAGRAM, self._reactor)
+                listening.prepare = self._prepare
+                listening.nat_t = protocol.nat_t
                 listening.startListening()
                 return listening
+            if self._prepare is not None:
+                raise BindError(address, port, describe_bind_error(
+                    address, port, OSError(errno.EOPNOTSUPP, "this reactor's UDP ports "
+                                           "cannot be prepared before bind (IPsec bypass)"),
+                    protocol.nat_t))
             # Another kind of reactor: its own UDP ports (no IPV6_V6ONLY guarantee).
             return self._reactor.listenUDP(port, protocol, interface=address,
                                            maxPacketSize=MAX_DATAGRAM)
