@@ -60,11 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"isakmpd: {error}\n{options}", file=sys.stderr)
         return 1
     settings = absolute_paths(options.settings())
-    if not settings.no_kernel:
-        print("isakmpd: the XFRM kernel backend is not built yet; run with -n to negotiate "
-              "without installing SAs into the kernel", file=sys.stderr)
-        return 1
-
     # Only the daemon goes on from here; the reactor is made after the fork.
     status = StatusPipe() if settings.foreground else detach()
     begin_logging(settings, to_stderr=bool(settings.foreground))

@@ -11,8 +11,13 @@ The command line is parsed in :mod:`isakmpd.tap` into :class:`DaemonSettings`;
 stop, the service holds what an operator drives (inventory §1.2-§1.4, §4.10): the
 FIFO and signals (:mod:`isakmpd.control`), reinitialisation, the report and result
 files, the clean shutdown, log levels (:mod:`isakmpd.log`) and packet capture
-(:mod:`isakmpd.capture`). Only the in-memory kernel exists so far (``-n``); without
-it the daemon refuses to start and says why.
+(:mod:`isakmpd.capture`). The kernel provider is the in-memory one with ``-n``, else
+:class:`~isakmpd.kernel.xfrm.XfrmKernel` (XFRM netlink: SPIs and policies work on any
+kernel with XFRM; SAs need one with ESP/AH): then the IKE sockets bypass IPsec
+(:func:`~isakmpd.kernel.xfrm.prepare_ike_socket`) and the kernel's ACQUIRE and EXPIRE
+events are read while the service runs and handed to the engine
+(:meth:`IsakmpdService.kernel_event`). At stop the engine removes what it installed,
+SA by SA and policy by policy from its records (never a flush).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from isakmpd.ike.connections import ConnectionManager
 from isakmpd.ike.engine import Engine
 from isakmpd.kernel.addresses import interface_addresses
 from isakmpd.kernel.memory import MemoryKernel
+from isakmpd.kernel.xfrm import prepare_ike_socket
 from isakmpd.transport.interface import IDatagramHandler
 from isakmpd.transport.udp import UdpTransport, select_listen_addresses
 from isakmpd.wire.constants import ISAKMP_PORT, NAT_T_PORT
@@ -136,6 +142,7 @@ class IsakmpdService(Service):
         self.transport: UdpTransport | None = None
         self.engine: Engine | None = None
         self.connections: ConnectionManager | None = None
+        self.kernel_events: Any = None      # XfrmEventReader without -n
         # -L / -l / FIFO "p on|off" (inventory §1.6); off until started.
         self.capture = PacketCapture(settings.capture_file or DEFAULT_CAPTURE_FILE)
 
@@ -152,11 +159,49 @@ class IsakmpdService(Service):
         return store
 
     def make_kernel(self) -> Any:
+        """The kernel provider: in memory with ``-n``, else XFRM netlink with its event
+        reader (made, not started). Failing to open either is a StartupError."""
         if self.settings.no_kernel:
             return MemoryKernel(self.rng)
-        raise StartupError(
-            "the XFRM kernel backend is not built yet, so SAs cannot be installed into "
-            "the kernel; run with -n to negotiate without installing them")
+        from isakmpd.kernel.interface import KernelError
+        from isakmpd.kernel.xfrm import XfrmEventReader, XfrmKernel
+
+        try:
+            kernel = XfrmKernel()
+        except KernelError as error:
+            raise StartupError(f"{error}; without -n the daemon needs a kernel with XFRM "
+                               "(CONFIG_XFRM_USER)") from None
+        try:
+            self.kernel_events = XfrmEventReader(self.reactor, self.kernel_event)
+        except KernelError as error:
+            kernel.close()
+            raise StartupError(f"{error}; opening NETLINK_XFRM needs CAP_NET_ADMIN (run "
+                               "as root, or use -n to negotiate without the kernel)") from None
+        return kernel
+
+    def kernel_event(self, event: Any) -> None:
+        """An ACQUIRE or EXPIRE from the kernel, handed to the engine."""
+        from isakmpd.kernel.xfrm import AcquireEvent, ExpireEvent
+
+        engine = self.engine
+        if engine is None or not engine.running:
+            return
+        if isinstance(event, ExpireEvent):
+            engine.kernel_sa_expired(event.protocol, event.spi, event.dst, hard=event.hard)
+        elif isinstance(event, AcquireEvent):
+            ports = "".join(f" port {p}" for p in (event.src_port, event.dst_port) if p)
+            engine.kernel_acquire(
+                f"{event.src} -> {event.dst} (protocol {event.protocol}{ports}; policy "
+                f"{event.policy_src} -> {event.policy_dst}, SA {event.sa_src} -> "
+                f"{event.sa_dst}, reqid {event.reqid})")
+
+    def _close_kernel(self) -> None:
+        if self.kernel_events is not None:
+            self.kernel_events.stop()
+            self.kernel_events = None
+        close = getattr(self.kernel, "close", None)
+        if close is not None:
+            close()
 
     def startService(self) -> None:
         # The FIFO first, as isakmpd's ui_init: a path it cannot use stops the daemon
@@ -166,6 +211,9 @@ class IsakmpdService(Service):
             self._start()
         except BaseException:
             self.stop_control()
+            if self.transport is not None:
+                self.transport.stop()
+            self._close_kernel()
             raise
 
     def _start(self) -> None:
@@ -189,7 +237,9 @@ class IsakmpdService(Service):
         dispatch = _Dispatch()
         self.transport = UdpTransport(self.reactor, dispatch, addresses, settings.port,
                                       settings.nat_t_port if settings.nat_t else None,
-                                      local_port=settings.local_port)
+                                      local_port=settings.local_port,
+                                      prepare_socket=None if settings.no_kernel
+                                      else prepare_ike_socket)
         port = settings.port
 
         def source_address(remote_ip: str) -> str:
@@ -203,6 +253,8 @@ class IsakmpdService(Service):
         self.engine.capture = self.capture
         dispatch.engine = self.engine
         self.transport.start()
+        if self.kernel_events is not None:
+            self.kernel_events.start()
         log.info("isakmpd listening on {where}",
                  where=", ".join(f"{a}:{p}" for (a, p), _ in self.transport.endpoints()))
         self.connections = ConnectionManager(self.engine, self.reactor,
@@ -226,6 +278,7 @@ class IsakmpdService(Service):
             self.connections.stop()
         if self.engine is not None:
             self.engine.shutdown(send_deletes=self.settings.delete_sas)
+        self._close_kernel()
         self.capture.stop()
         if self.transport is not None:
             return maybeDeferred(self.transport.stop)

@@ -86,7 +86,8 @@ class Options(usage.Options):
                 "[-l packetlog-file] [-N udpencap-port] [-p listen-port] [-P local-port] "
                 "[-R report-file] [-r seed]")
     longdesc = ("OpenBSD's isakmpd(8), the IKEv1 key management daemon, for Linux. "
-                "Without the XFRM backend (not built yet) it needs -n.")
+                "Without -n SAs and flows go into the kernel through XFRM netlink "
+                "(needs CAP_NET_ADMIN and a kernel with ESP/AH for the SAs).")
 
     optFlags: ClassVar[list[list[str]]] = [
         ["inet4", "4", "IPv4 only"],
@@ -265,7 +266,4 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     settings = options.settings()
-    if not settings.no_kernel:
-        raise SystemExit("isakmpd: the XFRM kernel backend is not built yet; run with -n "
-                         "to negotiate without installing SAs into the kernel")
     return build_service(settings, reactor)

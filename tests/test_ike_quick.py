@@ -254,9 +254,18 @@ class SpiReleaseTests(SynchronousTestCase):
         self.assertEqual(east.kernel.sas, {})
         self.assertEqual(east.kernel.reserved, set())
         self.assertNotIn("not yet used", east.kernel.describe())
-        # West, whose install worked, keeps its SAs and reserves nothing either.
-        self.assertEqual(len(west.kernel.sas), 2)
+        # West's install worked; east's DELETE for the SPIs west sends to made it
+        # remove them again, and west reserves nothing either.
+        self.assertIn("the peer was sent DELETE", east.log_text())
+        self.assertEqual(west.engine.sadb.ipsec_sas(), [])
+        self.assertEqual(west.kernel.sas, {})
         self.assertEqual(west.kernel.reserved, set())
+        # The ISAKMP SA stays usable: the next attempt succeeds once the kernel works.
+        self.patch(east.kernel, "add_sa", type(east.kernel).add_sa.__get__(east.kernel))
+        collect(west.engine.initiate_connection("conn"))
+        network.run()
+        self.assertEqual(len(west.kernel.sas), 2)
+        self.assertEqual(len(east.kernel.sas), 2)
 
     def test_initiator_times_out(self) -> None:
         network, west, _east = make_pair()

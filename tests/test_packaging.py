@@ -42,13 +42,12 @@ class PluginTests(SynchronousTestCase):
             check=False, capture_output=True, text=True, timeout=60)
         self.assertIn("isakmpd", result.stdout)
 
-    def test_service_without_kernel_backend_refuses_honestly(self) -> None:
+    def test_service_without_n_uses_the_kernel(self) -> None:
         options = tap.Options()
         options.parseOptions([])
-        with self.assertRaises(SystemExit) as caught:
-            tap.makeService(options)
-        self.assertIn("XFRM kernel backend is not built yet", str(caught.exception))
-        self.assertIn("-n", str(caught.exception))
+        service = tap.makeService(options)
+        self.assertIsInstance(service, IsakmpdService)
+        self.assertFalse(service.settings.no_kernel)
 
     def test_service_with_memory_kernel(self) -> None:
         options = tap.Options()
@@ -67,8 +66,8 @@ class PluginTests(SynchronousTestCase):
             with self.assertRaises(usage.UsageError, msg=argv):
                 options.parseOptions(argv)
 
-    def test_console_script_exits_1_without_a_kernel_or_with_bad_options(self) -> None:
-        self.assertEqual(cli.main([]), 1)
+    def test_console_script_exits_1_with_bad_options(self) -> None:
+        # (Without -n the script now starts the daemon: see tests.test_daemon_xfrm.)
         self.assertEqual(cli.main(["--bogus"]), 1)
 
 

@@ -25,7 +25,11 @@ This module owns what isakmpd's ``message.c`` (message_recv), ``exchange.c``
   ``REPLACED_GRACE`` seconds after the new one is ready, so the peer has time to
   install the new one first; otherwise the peer deletes it, or its hard expiry
   does. ISAKMP SAs are never deleted early (their IPsec SAs may still refer to
-  them): a replaced one lives to its hard expiry.
+  them): a replaced one lives to its hard expiry. The kernel's own expiries
+  (:meth:`Engine.kernel_sa_expired`, XFRM EXPIRE): a hard one removes our record
+  without DELETE; a soft one runs the SA's soft expiry now if its timer is still
+  pending (the kernel also counts bytes), else it is only noted. A kernel ACQUIRE
+  (:meth:`Engine.kernel_acquire`) is logged; negotiating on demand is not built.
 * NAT traversal around the exchanges (inventory §4.8, RFC 3947 §4, RFC 3948 §2.3):
   when our NAT-D did not match (we are behind a NAT), a NAT-keepalive (one 0xFF
   byte, ``ISender.send_keepalive``) goes from our NAT-T port to the peer's every
@@ -1182,6 +1186,66 @@ class Engine:
             self._soft_expired(ipsec)
             count += 1
         return count
+
+    # -- kernel events (inventory §4.9) ---------------------------------------------
+
+    def _installed(self, protocol: int, spi: bytes, dst: str) -> tuple[IpsecSA, Any] | None:
+        """Our IPsec SA holding the kernel SA (protocol, SPI, destination), if any."""
+        dst = _canonical_ip(dst)
+        for ipsec in self.sadb.ipsec_sas():
+            for kernel_sa in ipsec.kernel_sas:
+                if (kernel_sa.protocol == protocol and bytes(kernel_sa.spi) == bytes(spi)
+                        and _canonical_ip(kernel_sa.dst) == dst):
+                    return ipsec, kernel_sa
+        return None
+
+    def kernel_sa_expired(self, protocol: int | None, spi: bytes, dst: str, *,
+                          hard: bool) -> None:
+        """The kernel says a lifetime of its SA (protocol, SPI, destination) ran out.
+
+        Only SAs we installed count: an SPI we only reserved (its larval state timed
+        out) or a state that is not ours is ignored. A hard expiry means the kernel
+        has deleted that SA already: our record goes (the other kernel SAs and the
+        flows with it), without DELETE, as isakmpd on SADB_EXPIRE. A soft expiry is
+        the engine's own soft expiry brought forward when its timer is still
+        pending (the kernel's soft limits include bytes, which the engine does not
+        count): kept-up connections are renegotiated, others fade. When the
+        engine's timer has already fired it is only noted.
+        """
+        found = self._installed(protocol, spi, dst) if protocol is not None else None
+        if found is None:
+            self.debug(DebugClass.SYSDEP, 50, "kernel {kind} expiry of SPI 0x{spi} to {dst}: "
+                       "not an SA we installed, ignored", kind="hard" if hard else "soft",
+                       spi=bytes(spi).hex(), dst=dst)
+            return
+        ipsec, kernel_sa = found
+        if hard:
+            self.log.info("kernel hard expiry of SPI 0x{spi} to {dst}: removing {sa} "
+                          "(no DELETE)", spi=bytes(spi).hex(), dst=dst, sa=ipsec.describe())
+            ipsec.kernel_sas = [k for k in ipsec.kernel_sas if k is not kernel_sa]
+            ipsec.cancel_timers()
+            self.remove_ipsec_sa(ipsec)
+            return
+        call = ipsec.timers.get("soft")
+        if not ipsec.ready or call is None or not call.active():
+            self.debug(DebugClass.SA, 30, "kernel soft expiry of {sa}: already handled by "
+                       "its own soft expiry", sa=ipsec.describe())
+            return
+        call.cancel()
+        self.log.info("kernel soft expiry of SPI 0x{spi} to {dst}", spi=bytes(spi).hex(),
+                      dst=dst)
+        self._soft_expired(ipsec)
+
+    def kernel_acquire(self, selectors: str) -> None:
+        """The kernel wants an SA for traffic matching a policy (``selectors``, in
+        words). Negotiating on demand (a dynamic connection, inventory §4.9) is not
+        built yet: the request is logged and nothing is negotiated."""
+        if self.passive:
+            self.debug(DebugClass.SYSDEP, 30, "kernel ACQUIRE for {selectors} ignored in "
+                       "passive mode", selectors=selectors)
+            return
+        self.log.info("kernel ACQUIRE for {selectors}: on-demand negotiation is not built "
+                      "yet, nothing negotiated", selectors=selectors)
 
     def _renegotiate_phase1(self, sa: IsakmpSA) -> None:
         newer = [o for o in self.sadb.isakmp_live_by_peer(sa.name, sa.remote[0])

@@ -73,6 +73,7 @@ from isakmpd.wire.constants import (
 )
 from isakmpd.wire.message import Message, encode_payload_chain
 from isakmpd.wire.payloads import (
+    DeletePayload,
     HashPayload,
     IdPayload,
     KeyExchangePayload,
@@ -470,6 +471,7 @@ class QuickMode(Exchange):
         try:
             ipsec = self._install()
         except (KernelError, CryptoError, ids.IdError) as error:
+            self._delete_unusable()
             raise ExchangeError(None, f"{self.describe()}: installing the SAs failed: "
                                       f"{error}") from None
         self.engine.sadb.add_ipsec(ipsec)
@@ -477,6 +479,18 @@ class QuickMode(Exchange):
         self._release_spis([ipsec])
         self.engine.ipsec_established(ipsec)
         return ipsec
+
+    def _delete_unusable(self) -> None:
+        """The peer installs its SAs when QM3 is sent or received, before ours fail:
+        DELETE our SPIs (which it sends to) so it drops them (RFC 2408 §3.15)."""
+        if self.suite is None or not self.sa.ready:
+            return
+        for choice in self.suite.protocols:
+            if choice.our_spi:
+                self.engine.send_informational(self.sa, [DeletePayload(
+                    member(ProtocolId, choice.protocol), 4, [bytes(choice.our_spi)])])
+        self.engine.log.info("{what}: the peer was sent DELETE for the SAs we could not "
+                             "install", what=self.describe())
 
     def _selectors(self) -> tuple[IdPayload, IdPayload]:
         """(local, remote) traffic selectors: the IDs, else the SA's addresses."""

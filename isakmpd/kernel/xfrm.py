@@ -50,8 +50,9 @@ What exists:
   (ALLOCSPI's and the kernel's own acquire states) send a hard EXPIRE when
   ``net.core.xfrm_acq_expires`` runs out.
 
-What does not exist yet: IPComp, removal of everything at shutdown, and the
-daemon's use of this provider and its events (``service.py`` still needs ``-n``).
+The daemon uses this provider without ``-n`` (:mod:`isakmpd.service`: the events go
+to the engine; at shutdown the engine removes its SAs and policies one by one from
+its records, never with a flush). What does not exist yet: IPComp.
 On this machine's kernel (XFRM without ESP or AH) only ALLOCSPI, policies, deletes,
 the socket bypass and the ACQUIRE/EXPIRE events are proven; installing a full SA is
 tested against a recorded fake socket (the messages) and against the kernel only

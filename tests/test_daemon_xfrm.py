@@ -1,0 +1,319 @@
+"""The daemon on the XFRM kernel (without ``-n``): kernel events and the real kernel.
+
+Two parts:
+
+* the kernel events' handling, on engines joined by the in-memory network
+  (:mod:`tests.support.ikepair`) and on :meth:`IsakmpdService.kernel_event`: a hard
+  EXPIRE of an SA we installed removes our record without DELETE, one of an SPI we
+  only reserved is ignored, a soft EXPIRE brings the engine's own soft expiry
+  forward (or is only noted when that already happened), an ACQUIRE is logged as
+  not handled yet;
+* the console script under ``ip netns exec`` without ``-n`` in a namespace joined
+  by veth to another where a second daemon runs with ``-n`` (root needed; skipped
+  otherwise). This machine's kernel has XFRM but no ESP: Main Mode completes,
+  Quick Mode gets its SPIs from the kernel and fails at the ESP install with the
+  kernel's reason in words, the peer is sent DELETE and drops its SAs, nothing of
+  ours is left in the kernel, and the daemon keeps answering (FIFO ``S``); at
+  SIGTERM it exits leaving no state or policy behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from isakmpd.ike.sa import SaState
+from isakmpd.kernel.interface import KernelError
+from isakmpd.kernel.xfrm import AcquireEvent, ExpireEvent
+from isakmpd.service import DaemonSettings, IsakmpdService, StartupError
+from isakmpd.wire.constants import EncapsulationMode, ProtocolId
+from tests.support.ikepair import collect, make_config, make_pair, ready_ipsec
+from tests.support.netns import Namespace, Topology, need_root_and_tools
+
+ESP = ProtocolId.IPSEC_ESP
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def established(network: Any, west: Any) -> Any:
+    """West and east with one IPsec SA of "conn"; west's record of it."""
+    collect(west.engine.initiate_connection("conn"))
+    network.run()
+    [ipsec] = ready_ipsec(west)
+    return ipsec
+
+
+class KernelExpireTests(SynchronousTestCase):
+    """Engine.kernel_sa_expired: what the kernel's EXPIRE does to our records."""
+
+    def setUp(self) -> None:
+        self.network, self.west, self.east = make_pair()
+        self.ipsec = established(self.network, self.west)
+        self.inbound = next(k for k in self.ipsec.kernel_sas
+                            if k.spi == self.ipsec.our_spi(ESP))
+
+    def test_hard_expiry_removes_our_record_without_delete(self) -> None:
+        before = len(self.east.received)
+        # The kernel has deleted the SA before it tells us; the memory kernel has not.
+        self.west.kernel.delete_sa(ESP, self.inbound.spi, self.inbound.dst)
+        self.west.engine.kernel_sa_expired(ESP, self.inbound.spi, self.inbound.dst, hard=True)
+        self.network.run()
+        self.assertEqual(self.west.engine.sadb.ipsec_sas(), [])
+        self.assertIs(self.ipsec.state, SaState.DEAD)
+        # The other direction and the flows went with it, quietly.
+        self.assertEqual(self.west.kernel.sas, {})
+        self.assertEqual(self.west.kernel.flows, [])
+        self.assertNotIn("removing SA of conn", self.west.log_text())
+        self.assertIn("kernel hard expiry of SPI", self.west.log_text())
+        self.assertEqual(len(self.east.received), before)      # no DELETE, nothing
+        self.assertEqual(len(ready_ipsec(self.east)), 1)
+
+    def test_expiry_of_a_reserved_spi_is_ignored(self) -> None:
+        spi = self.west.kernel.allocate_spi(ESP, self.east.ip, self.west.ip)
+        self.west.engine.kernel_sa_expired(ESP, spi, self.west.ip, hard=True)
+        self.west.engine.kernel_sa_expired(None, bytes(4), self.west.ip, hard=True)
+        self.assertEqual(ready_ipsec(self.west), [self.ipsec])
+        self.assertEqual(len(self.west.kernel.sas), 2)
+        self.assertNotIn("kernel hard expiry", self.west.log_text())
+
+    def test_soft_expiry_renegotiates_a_kept_up_connection(self) -> None:
+        self.assertIn("soft", self.ipsec.timers)
+        self.west.engine.kernel_sa_expired(ESP, self.inbound.spi, self.inbound.dst,
+                                           hard=False)
+        self.network.run()
+        self.assertIn("kernel soft expiry of SPI", self.west.log_text())
+        self.assertIn("soft expiry of", self.west.log_text())
+        sas = ready_ipsec(self.west)
+        self.assertEqual(len(sas), 2)
+        self.assertTrue(self.ipsec.replaced)
+        # The engine's own soft timer is gone, its hard one armed.
+        self.assertNotIn("soft", self.ipsec.timers)
+        self.assertIn("hard", self.ipsec.timers)
+
+    def test_soft_expiry_after_the_engines_own_is_only_noted(self) -> None:
+        self.ipsec.timers["soft"].cancel()
+        self.west.engine._soft_expired(self.ipsec)
+        self.network.run()
+        count = len(ready_ipsec(self.west))
+        self.west.engine.kernel_sa_expired(ESP, self.inbound.spi, self.inbound.dst,
+                                           hard=False)
+        self.network.run()
+        self.assertEqual(len(ready_ipsec(self.west)), count)
+        self.assertNotIn("kernel soft expiry of SPI", self.west.log_text())
+
+    def test_acquire_is_logged_not_negotiated(self) -> None:
+        sent = len(self.network.delivered)
+        self.west.engine.kernel_acquire("198.51.100.1 -> 203.0.113.9")
+        self.network.run()
+        self.assertIn("kernel ACQUIRE for 198.51.100.1 -> 203.0.113.9: on-demand negotiation "
+                      "is not built yet", self.west.log_text())
+        self.assertEqual(len(self.network.delivered), sent)
+
+
+class RecordingEngine:
+    running = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def kernel_sa_expired(self, protocol: Any, spi: bytes, dst: str, *, hard: bool) -> None:
+        self.calls.append(("expire", protocol, spi, dst, hard))
+
+    def kernel_acquire(self, selectors: str) -> None:
+        self.calls.append(("acquire", selectors))
+
+
+class ServiceKernelEventTests(SynchronousTestCase):
+    """IsakmpdService.kernel_event hands the reader's events to the engine."""
+
+    def setUp(self) -> None:
+        self.service = IsakmpdService(DaemonSettings(no_kernel=True), Clock())
+        self.engine = RecordingEngine()
+        self.service.engine = self.engine  # type: ignore[assignment]
+
+    def test_expire(self) -> None:
+        spi = bytes.fromhex("c0ffee01")
+        self.service.kernel_event(ExpireEvent(ESP, spi, "192.0.2.2", "192.0.2.1", 3, True))
+        self.service.kernel_event(ExpireEvent(ESP, spi, "192.0.2.2", "192.0.2.1", 3, False))
+        self.assertEqual(self.engine.calls, [("expire", ESP, spi, "192.0.2.1", True),
+                                             ("expire", ESP, spi, "192.0.2.1", False)])
+
+    def test_acquire_names_the_selectors(self) -> None:
+        self.service.kernel_event(AcquireEvent(
+            "198.51.100.1", "203.0.113.9", 17, 5000, 4242, "198.51.100.0/24",
+            "203.0.113.0/24", 8, "out", "192.0.2.1", "192.0.2.2", ESP,
+            EncapsulationMode.TUNNEL, 7, 1))
+        [(kind, text)] = self.engine.calls
+        self.assertEqual(kind, "acquire")
+        self.assertEqual(text, "198.51.100.1 -> 203.0.113.9 (protocol 17 port 5000 port 4242; "
+                               "policy 198.51.100.0/24 -> 203.0.113.0/24, SA 192.0.2.1 -> "
+                               "192.0.2.2, reqid 7)")
+
+    def test_no_netlink_is_a_startup_error_in_words(self) -> None:
+        from isakmpd.kernel import xfrm
+
+        closed: list[bool] = []
+
+        class Kernel:
+            def close(self) -> None:
+                closed.append(True)
+
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise KernelError("cannot listen to the kernel's ACQUIRE and EXPIRE events: "
+                              "operation not permitted")
+
+        self.patch(xfrm, "XfrmKernel", Kernel)
+        self.patch(xfrm, "XfrmEventReader", refuse)
+        service = IsakmpdService(DaemonSettings(no_kernel=False), Clock())
+        error = self.assertRaises(StartupError, service.make_kernel)
+        self.assertIn("opening NETLINK_XFRM needs CAP_NET_ADMIN", str(error))
+        self.assertIn("-n", str(error))
+        self.assertEqual(closed, [True])
+
+    def test_nothing_after_stop(self) -> None:
+        self.engine.running = False
+        self.service.kernel_event(ExpireEvent(ESP, bytes(4), "192.0.2.2", "192.0.2.1", 0, True))
+        self.assertEqual(self.engine.calls, [])
+
+
+# -- the console script on this machine's kernel -------------------------------------------
+
+US, PEER = "192.0.2.1", "192.0.2.2"
+US_NET, PEER_NET = "198.51.100.0/24", "203.0.113.0/24"
+DEADLINE = 20.0
+
+
+class Daemon:
+    """``python -m isakmpd.cli -d`` (this tree's code) in a namespace, logging to a file."""
+
+    def __init__(self, ns: Namespace, workdir: Path, config: str, *flags: str) -> None:
+        workdir.mkdir()
+        self.workdir = workdir
+        (workdir / "isakmpd.conf").write_text(config)
+        os.chmod(workdir / "isakmpd.conf", 0o600)
+        self.log_path = workdir / "isakmpd.log"
+        self.fifo = workdir / "isakmpd.fifo"
+        self.result = workdir / "isakmpd.result"
+        args = [sys.executable, "-m", "isakmpd.cli", "-d", "-4", *flags,
+                "-c", str(workdir / "isakmpd.conf"), "-p", "500", "-N", "4500",
+                "-i", str(workdir / "isakmpd.pid"), "-f", str(self.fifo),
+                "-R", str(workdir / "isakmpd.report"), "--result-file", str(self.result)]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        with open(self.log_path, "wb") as log:
+            self.proc = ns.popen(args, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, env=env)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for(self, pattern: str, what: str = "") -> re.Match[str]:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            match = regex.search(self.log())
+            if match:
+                return match
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the daemon exited ({self.proc.returncode}) before "
+                                     f"logging {pattern!r}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what or pattern!r} within {DEADLINE} s:\n"
+                                     f"{self.log()}")
+            time.sleep(0.05)
+
+    def command(self, line: str) -> None:
+        with open(self.fifo, "w") as fifo:
+            fifo.write(line + "\n")
+
+    def stop(self) -> int | None:
+        """SIGTERM (SIGKILL after 10 s); the exit status."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+class XfrmDaemonTests(SynchronousTestCase):
+    """Our daemon without -n in namespace "us", a -n daemon in "peer", joined by veth."""
+
+    def setUp(self) -> None:
+        reason = need_root_and_tools()
+        if reason is not None:
+            raise SkipTest(f"the daemon on the XFRM kernel: {reason}")
+        self.tmp = Path(tempfile.mkdtemp(prefix="isakmpd-xfrm-"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.topology = Topology("xd")
+        self.addCleanup(self.topology.close)
+        self.us = self.topology.add_namespace("us")
+        self.peer = self.topology.add_namespace("peer")
+        self.topology.link(self.us, [f"{US}/24"], self.peer, [f"{PEER}/24"])
+
+    def start(self, ns: Namespace, name: str, config: str, *flags: str) -> Daemon:
+        daemon = Daemon(ns, self.tmp / name, config, *flags)
+        self.addCleanup(daemon.stop)
+        return daemon
+
+    def kernel_state(self) -> tuple[str, list[str]]:
+        """``ip xfrm state`` and the non-socket policies in "us"."""
+        states = self.us.ip("xfrm", "state").stdout.strip()
+        blocks: list[str] = []
+        for line in self.us.ip("xfrm", "policy").stdout.splitlines():
+            if line.startswith("src"):
+                blocks.append(line)
+            elif blocks:
+                blocks[-1] += "\n" + line
+        return states, [block for block in blocks
+                        if not re.search(r"\ssocket (in|out)\b", block)]
+
+    def test_esp_refused_cleanly_and_the_daemon_keeps_running(self) -> None:
+        ours = make_config(local=US, peer=PEER, local_net=US_NET, remote_net=PEER_NET)
+        theirs = make_config(local=PEER, peer=US, local_net=PEER_NET, remote_net=US_NET)
+        # The peer is passive (-S): only ours initiates ("conn" is kept up).
+        peer = self.start(self.peer, "peer", theirs, "-n", "-S")
+        peer.wait_for(r"listening on", "the peer listening")
+        us = self.start(self.us, "us", ours, "-D", "A=50")
+        us.wait_for(r"listening on", "our daemon listening")
+        # The IKE sockets carry their bypass policies.
+        self.assertIn("socket in", self.us.ip("xfrm", "policy").stdout)
+        # Main Mode completes, Quick Mode allocates SPIs, the ESP install fails in words.
+        us.wait_for(r"ISAKMP SA established|phase 1 .*established|Main Mode.*done",
+                    "phase 1 established")
+        us.wait_for(r"allocated ESP SPI 0x[0-9a-f]{8}", "an SPI from the kernel")
+        us.wait_for(r"installing the SAs failed: kernel refused the ESP SA: this kernel "
+                    r"has no ESP support \(CONFIG_INET_ESP\)", "the ESP refusal")
+        us.wait_for(r"the peer was sent DELETE", "the DELETE to the peer")
+        # The peer had installed its SAs (after QM3) and drops them on our DELETE.
+        peer.wait_for(r"IPsec SA established", "the peer's SA")
+        peer.wait_for(r"IPsec SA deleted", "the peer removing its SA")
+        # Nothing of ours in the kernel: no larval state, no policy but the sockets'.
+        deadline = time.monotonic() + DEADLINE
+        while self.kernel_state() != ("", []) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.kernel_state(), ("", []))
+        # Still running: FIFO S writes the result file.
+        us.command("S")
+        deadline = time.monotonic() + DEADLINE
+        while not (us.result.exists() and us.result.read_text()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        result = us.result.read_text()
+        self.assertIn("SA name: peer (Phase 1/Initiator)", result)
+        self.assertNotIn("Phase 2", result)
+        self.assertIsNone(us.proc.poll())
+        # SIGTERM: a clean exit, nothing left (the sockets' policies went with them).
+        self.assertEqual(us.stop(), 0, us.log())
+        self.assertEqual(self.us.ip("xfrm", "state").stdout.strip(), "")
+        self.assertEqual(self.us.ip("xfrm", "policy").stdout.strip(), "")
