@@ -54,6 +54,9 @@ AH = ProtocolId.IPSEC_AH
 TUNNEL = EncapsulationMode.TUNNEL
 TRANSPORT = EncapsulationMode.TRANSPORT
 INF = 0xFFFFFFFFFFFFFFFF
+#: xfrm_lifetime_cfg "no limit": bytes and packets XFRM_INF, the four seconds 0 (XFRM_INF
+#: there would expire the SA or policy at the kernel's first timer run, a second in).
+NO_LIMITS = (INF, INF, INF, INF, 0, 0, 0, 0)
 
 A = "192.0.2.1"
 B = "192.0.2.2"
@@ -162,7 +165,7 @@ class MessageLayoutTests(SynchronousTestCase):
                        smask=0xFFFF, family=socket.AF_INET, plen_d=32, plen_s=24, proto=17)
         priority = 0x2000 + (64 - 24 - 32) * 4
         # struct xfrm_userpolicy_info: 168 bytes; lft at 56, priority 152, dir 160.
-        info = sel + struct.pack("=8Q", *(INF,) * 8) + bytes(32) + struct.pack(
+        info = sel + struct.pack("=8Q", *NO_LIMITS) + bytes(32) + struct.pack(
             "=IIBBBB4x", priority, 0, 1, 0, 0, 0)
         # struct xfrm_user_tmpl: 64 bytes; family at 24, saddr 28, reqid 44, mode 48,
         # aalgos 52.
@@ -177,7 +180,7 @@ class MessageLayoutTests(SynchronousTestCase):
                       AuthAlgorithm.HMAC_SHA2_256, b"a" * 32, 9, life_seconds=1000,
                       life_kilobytes=10, replay_window=32, encap=(4500, 4501))
         data = body(kernel.sa_message(sa))
-        lft = (10 * 1024 * 90 // 100, 10240, INF, INF, 900, 1000, INF, INF)
+        lft = (10 * 1024 * 90 // 100, 10240, INF, INF, 900, 1000, 0, 0)
         info = usersa_info(selector(family=socket.AF_INET), v4(B), b"\x00\x00\x12\x34", 50,
                            v4(A), lft=lft, reqid=9, family=socket.AF_INET, mode=0,
                            replay_window=32)
@@ -660,9 +663,9 @@ class BypassNamespaceTests(TwoNamespaces):
     def test_bypass_policy_layout(self) -> None:
         data = xfrm.bypass_policy(xfrm.XFRM_POLICY_OUT, socket.AF_INET6)
         self.assertEqual(len(data), 168)
-        # selector family at 40; lifetimes (8 x u64 infinite) from 56; dir, action at 160.
+        # selector family at 40; lifetimes (8 x u64, no limit) from 56; dir, action at 160.
         self.assertEqual(struct.unpack_from("=H", data, 40)[0], socket.AF_INET6)
-        self.assertEqual(struct.unpack_from("=8Q", data, 56), (INF,) * 8)
+        self.assertEqual(struct.unpack_from("=8Q", data, 56), NO_LIMITS)
         self.assertEqual(data[160:162], bytes([xfrm.XFRM_POLICY_OUT, xfrm.XFRM_POLICY_ALLOW]))
 
 

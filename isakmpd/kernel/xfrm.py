@@ -234,6 +234,20 @@ _USERSA_INFO_FIELDS = (
 )
 
 
+def _no_limits(msg: nlmsg) -> None:
+    """Set the xfrm_lifetime_cfg of *msg* to "no limit".
+
+    The byte and packet limits say so with XFRM_INF, but the four ``*_expires_seconds``
+    with 0: the kernel's SA and policy timers (first run one second after the add) add
+    the value to a timestamp, so XFRM_INF wraps to "expired a second ago" and the
+    kernel deletes the SA or policy with a hard EXPIRE (seen under User-mode Linux:
+    every SA died one second after its install). iproute2 and strongSwan leave the
+    seconds at 0 too.
+    """
+    for name, _ in _LIFETIME_CFG_FIELDS:
+        msg[name] = 0 if name.endswith("_seconds") else XFRM_INF
+
+
 def _defaults(fields: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     """Zero values for the byte-string fields (pyroute2's default 0 is for numbers)."""
     return {name: b"" for name, fmt in fields if fmt.endswith("s")}
@@ -731,8 +745,7 @@ class XfrmKernel:
         msg["id_spi"] = _spi(sa.spi)
         msg["id_proto"] = proto
         msg["saddr"] = _xaddr(source)
-        for name, _ in _LIFETIME_CFG_FIELDS:
-            msg[name] = XFRM_INF
+        _no_limits(msg)
         if sa.life_seconds:
             msg["lft_hard_add_expires_seconds"] = sa.life_seconds
             msg["lft_soft_add_expires_seconds"] = max(1, sa.life_seconds * SOFT_PERCENT // 100)
@@ -864,8 +877,7 @@ class XfrmKernel:
         """The UPDPOLICY message installing ``flow`` with its one template."""
         msg = xfrm_userpolicy_info()
         src, dst = self._selector(msg, flow)
-        for name, _ in _LIFETIME_CFG_FIELDS:
-            msg[name] = XFRM_INF
+        _no_limits(msg)
         msg["priority"] = _policy_priority(src, dst, flow.protocol,
                                            bool(flow.src_port or flow.dst_port))
         msg["action"] = XFRM_POLICY_ALLOW
@@ -925,8 +937,7 @@ def bypass_policy(direction: int, family: int) -> bytes:
     for the socket's traffic in ``direction`` (XFRM_POLICY_IN or _OUT).
     """
     msg = xfrm_userpolicy_info()
-    for name, _ in _LIFETIME_CFG_FIELDS:
-        msg[name] = XFRM_INF
+    _no_limits(msg)
     msg["sel_family"] = family
     msg["dir"] = direction
     msg["action"] = XFRM_POLICY_ALLOW
