@@ -19,11 +19,8 @@ Two parts:
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,9 +36,9 @@ from isakmpd.service import DaemonSettings, IsakmpdService, StartupError
 from isakmpd.wire.constants import EncapsulationMode, ProtocolId
 from tests.support.ikepair import collect, make_config, make_pair, ready_ipsec
 from tests.support.netns import Namespace, Topology, need_root_and_tools
+from tests.test_interop_strongswan import OurDaemon
 
 ESP = ProtocolId.IPSEC_ESP
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def established(network: Any, west: Any) -> Any:
@@ -192,60 +189,6 @@ US_NET, PEER_NET = "198.51.100.0/24", "203.0.113.0/24"
 DEADLINE = 20.0
 
 
-class Daemon:
-    """``python -m isakmpd.cli -d`` (this tree's code) in a namespace, logging to a file."""
-
-    def __init__(self, ns: Namespace, workdir: Path, config: str, *flags: str) -> None:
-        workdir.mkdir()
-        self.workdir = workdir
-        (workdir / "isakmpd.conf").write_text(config)
-        os.chmod(workdir / "isakmpd.conf", 0o600)
-        self.log_path = workdir / "isakmpd.log"
-        self.fifo = workdir / "isakmpd.fifo"
-        self.result = workdir / "isakmpd.result"
-        args = [sys.executable, "-m", "isakmpd.cli", "-d", "-4", *flags,
-                "-c", str(workdir / "isakmpd.conf"), "-p", "500", "-N", "4500",
-                "-i", str(workdir / "isakmpd.pid"), "-f", str(self.fifo),
-                "-R", str(workdir / "isakmpd.report"), "--result-file", str(self.result)]
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        with open(self.log_path, "wb") as log:
-            self.proc = ns.popen(args, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, env=env)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_for(self, pattern: str, what: str = "") -> re.Match[str]:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            match = regex.search(self.log())
-            if match:
-                return match
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the daemon exited ({self.proc.returncode}) before "
-                                     f"logging {pattern!r}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what or pattern!r} within {DEADLINE} s:\n"
-                                     f"{self.log()}")
-            time.sleep(0.05)
-
-    def command(self, line: str) -> None:
-        with open(self.fifo, "w") as fifo:
-            fifo.write(line + "\n")
-
-    def stop(self) -> int | None:
-        """SIGTERM (SIGKILL after 10 s); the exit status."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-
 class XfrmDaemonTests(SynchronousTestCase):
     """Our daemon without -n in namespace "us", a -n daemon in "peer", joined by veth."""
 
@@ -261,8 +204,10 @@ class XfrmDaemonTests(SynchronousTestCase):
         self.peer = self.topology.add_namespace("peer")
         self.topology.link(self.us, [f"{US}/24"], self.peer, [f"{PEER}/24"])
 
-    def start(self, ns: Namespace, name: str, config: str, *flags: str) -> Daemon:
-        daemon = Daemon(ns, self.tmp / name, config, *flags)
+    def start(self, ns: Namespace, name: str, config: str, *, kernel: bool,
+              passive: bool = False, flags: tuple[str, ...] = ()) -> OurDaemon:
+        daemon = OurDaemon(ns, self.tmp / name, config, passive=passive, kernel=kernel,
+                           flags=flags)
         self.addCleanup(daemon.stop)
         return daemon
 
@@ -282,22 +227,21 @@ class XfrmDaemonTests(SynchronousTestCase):
         ours = make_config(local=US, peer=PEER, local_net=US_NET, remote_net=PEER_NET)
         theirs = make_config(local=PEER, peer=US, local_net=PEER_NET, remote_net=US_NET)
         # The peer is passive (-S): only ours initiates ("conn" is kept up).
-        peer = self.start(self.peer, "peer", theirs, "-n", "-S")
-        peer.wait_for(r"listening on", "the peer listening")
-        us = self.start(self.us, "us", ours, "-D", "A=50")
-        us.wait_for(r"listening on", "our daemon listening")
+        peer = self.start(self.peer, "peer", theirs, kernel=False, passive=True)
+        peer.wait_for(r"listening on", DEADLINE)
+        us = self.start(self.us, "us", ours, kernel=True, flags=("-D", "A=50"))
+        us.wait_for(r"listening on", DEADLINE)
         # The IKE sockets carry their bypass policies.
         self.assertIn("socket in", self.us.ip("xfrm", "policy").stdout)
         # Main Mode completes, Quick Mode allocates SPIs, the ESP install fails in words.
-        us.wait_for(r"ISAKMP SA established|phase 1 .*established|Main Mode.*done",
-                    "phase 1 established")
-        us.wait_for(r"allocated ESP SPI 0x[0-9a-f]{8}", "an SPI from the kernel")
+        us.wait_for(r"ISAKMP SA established|phase 1 .*established|Main Mode.*done", DEADLINE)
+        us.wait_for(r"allocated ESP SPI 0x[0-9a-f]{8}", DEADLINE)
         us.wait_for(r"installing the SAs failed: kernel refused the ESP SA: this kernel "
-                    r"has no ESP support \(CONFIG_INET_ESP\)", "the ESP refusal")
-        us.wait_for(r"the peer was sent DELETE", "the DELETE to the peer")
+                    r"has no ESP support \(CONFIG_INET_ESP\)", DEADLINE)
+        us.wait_for(r"the peer was sent DELETE", DEADLINE)
         # The peer had installed its SAs (after QM3) and drops them on our DELETE.
-        peer.wait_for(r"IPsec SA established", "the peer's SA")
-        peer.wait_for(r"IPsec SA deleted", "the peer removing its SA")
+        peer.wait_for(r"IPsec SA established", DEADLINE)
+        peer.wait_for(r"IPsec SA deleted", DEADLINE)
         # Nothing of ours in the kernel: no larval state, no policy but the sockets'.
         deadline = time.monotonic() + DEADLINE
         while self.kernel_state() != ("", []) and time.monotonic() < deadline:
@@ -306,10 +250,10 @@ class XfrmDaemonTests(SynchronousTestCase):
         # Still running: FIFO S writes the result file.
         us.command("S")
         deadline = time.monotonic() + DEADLINE
-        while not (us.result.exists() and us.result.read_text()) \
+        while not (us.result_path.exists() and us.result_path.read_text()) \
                 and time.monotonic() < deadline:
             time.sleep(0.05)
-        result = us.result.read_text()
+        result = us.result_path.read_text()
         self.assertIn("SA name: peer (Phase 1/Initiator)", result)
         self.assertNotIn("Phase 2", result)
         self.assertIsNone(us.proc.poll())

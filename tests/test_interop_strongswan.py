@@ -183,18 +183,23 @@ class OurDaemon:
     """Our ``isakmpd`` in namespace *ns*, logging to a file; stopped by :meth:`stop`."""
 
     def __init__(self, ns: Namespace, workdir: Path, config: str, *, passive: bool,
-                 family: str = "-4") -> None:
+                 family: str = "-4", kernel: bool = False,
+                 flags: tuple[str, ...] = ()) -> None:
+        """*kernel*: run on the XFRM kernel (no ``-n``); *flags*: further options."""
+        workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "isakmpd.conf"
         fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(config)
         self.log_path = workdir / "isakmpd.log"
         self.fifo_path = workdir / "isakmpd.fifo"
+        self.result_path = workdir / "isakmpd.result"
         # -d: in the foreground, logging to stderr; -i: not /var/run's pid file.
-        args = [str(ISAKMPD), "-d", "-n", family, "-c", str(self.config_path), "-p", "500",
+        args = [str(ISAKMPD), "-d", *(() if kernel else ("-n",)), family,
+                "-c", str(self.config_path), "-p", "500",
                 "-N", "4500", "-i", str(workdir / "isakmpd.pid"),
                 "-f", str(self.fifo_path), "-R", str(workdir / "isakmpd.report"),
-                "--result-file", str(workdir / "isakmpd.result")]
+                "--result-file", str(self.result_path), *flags]
         if passive:
             args.append("-S")
         with open(self.log_path, "wb") as log:
@@ -227,15 +232,16 @@ class OurDaemon:
                                      f"{timeout}s:\n{self.log()}\n{describe()}")
             time.sleep(0.1)
 
-    def stop(self) -> None:
-        """SIGTERM (SIGKILL after 5 s) our daemon and reap it."""
+    def stop(self) -> int | None:
+        """SIGTERM (SIGKILL after 10 s) our daemon and reap it; its exit status."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(5)
+                self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        return self.proc.returncode
 
 
 class StrongSwanInteropTests(SynchronousTestCase):

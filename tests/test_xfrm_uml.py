@@ -33,7 +33,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,7 +54,13 @@ from tests.support.uml import (
     run_in_uml,
     xfrm_states,
 )
-from tests.test_interop_strongswan import _DELETED, _ESTABLISHED, AES128_SHA1, ISAKMPD
+from tests.test_interop_strongswan import (
+    _DELETED,
+    _ESTABLISHED,
+    AES128_SHA1,
+    ISAKMPD,
+    OurDaemon,
+)
 
 OURS = "192.0.2.1"
 CHARON_IP = "192.0.2.2"
@@ -91,51 +96,6 @@ def our_config() -> str:
 # -- guest side ------------------------------------------------------------------------------
 
 
-class XfrmDaemon:
-    """The ``isakmpd`` console script without ``-n`` in *ns*: -d, files in *workdir*."""
-
-    def __init__(self, ns: Namespace, workdir: Path, config: str) -> None:
-        workdir.mkdir(parents=True)
-        conf = workdir / "isakmpd.conf"
-        conf.write_text(config)
-        os.chmod(conf, 0o600)
-        self.log_path = workdir / "isakmpd.log"
-        args = [str(ISAKMPD), "-d", "-4", "-c", str(conf), "-p", "500", "-N", "4500",
-                "-i", str(workdir / "isakmpd.pid"), "-f", str(workdir / "isakmpd.fifo"),
-                "-R", str(workdir / "isakmpd.report"),
-                "--result-file", str(workdir / "isakmpd.result")]
-        with open(self.log_path, "wb") as log:
-            self.proc = ns.popen(args, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_for(self, pattern: re.Pattern[str] | str) -> re.Match[str]:
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            match = regex.search(self.log())
-            if match:
-                return match
-            if self.proc.poll() is not None:
-                raise AssertionError(f"isakmpd exited with {self.proc.returncode}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"isakmpd did not log {regex.pattern!r} in {DEADLINE}s")
-            time.sleep(0.1)
-
-    def stop(self) -> int | None:
-        """SIGTERM (SIGKILL after 10 s); the exit status."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-
 def our_policies(ns: Namespace) -> list[str]:
     """``ip xfrm policy`` of *ns* without the sockets' own (bypass) policies, one per entry."""
     blocks: list[str] = []
@@ -155,7 +115,7 @@ def run_scenario(tmp: Path, entry: dict[str, Any]) -> None:
     """Negotiate, ping, stop; fill *entry* as far as the scenario gets."""
     topology = Topology("ux")
     charon: Charon | None = None
-    daemon: XfrmDaemon | None = None
+    daemon: OurDaemon | None = None
     try:
         ch, us = linked_pair(topology, ("ch", f"{CHARON_IP}/24"), ("us", f"{OURS}/24"))
         ch.add_address("lo", f"{CHARON_HOST}/32")
@@ -167,9 +127,9 @@ def run_scenario(tmp: Path, entry: dict[str, Any]) -> None:
                         log_levels={"default": 1, "ike": 2, "cfg": 1, "knl": 2})
         charon.start()
         charon.load()
-        daemon = XfrmDaemon(us, tmp / "us", our_config())
+        daemon = OurDaemon(us, tmp / "us", our_config(), passive=False, kernel=True)
         ike, child = charon.wait_for_child(conn.child_name, timeout=DEADLINE)
-        ours = daemon.wait_for(_ESTABLISHED)
+        ours = daemon.wait_for(_ESTABLISHED, DEADLINE)
         entry.update(ike=ike, child=child,
                      ours={"in": ours.group(1), "out": ours.group(2), "line": ours.group(0)},
                      our_policies=our_policies(us),
