@@ -16,7 +16,8 @@ files, the clean shutdown, log levels (:mod:`isakmpd.log`) and packet capture
 kernel with XFRM; SAs need one with ESP/AH): then the IKE sockets bypass IPsec
 (:func:`~isakmpd.kernel.xfrm.prepare_ike_socket`) and the kernel's ACQUIRE and EXPIRE
 events are read while the service runs and handed to the engine
-(:meth:`IsakmpdService.kernel_event`). At stop the engine removes what it installed,
+(:meth:`IsakmpdService.kernel_event`; an ACQUIRE starts an on-demand negotiation,
+:mod:`isakmpd.ike.ondemand`). At stop the engine removes what it installed,
 SA by SA and policy by policy from its records (never a flush).
 """
 
@@ -187,13 +188,10 @@ class IsakmpdService(Service):
         if engine is None or not engine.running:
             return
         if isinstance(event, ExpireEvent):
-            engine.kernel_sa_expired(event.protocol, event.spi, event.dst, hard=event.hard)
+            engine.kernel_sa_expired(event.protocol, event.spi, event.dst, hard=event.hard,
+                                     bytes_used=event.bytes_used)
         elif isinstance(event, AcquireEvent):
-            ports = "".join(f" port {p}" for p in (event.src_port, event.dst_port) if p)
-            engine.kernel_acquire(
-                f"{event.src} -> {event.dst} (protocol {event.protocol}{ports}; policy "
-                f"{event.policy_src} -> {event.policy_dst}, SA {event.sa_src} -> "
-                f"{event.sa_dst}, reqid {event.reqid})")
+            engine.kernel_acquire(event)
 
     def _close_kernel(self) -> None:
         if self.kernel_events is not None:

@@ -6,15 +6,19 @@ Two parts:
   (:mod:`tests.support.ikepair`) and on :meth:`IsakmpdService.kernel_event`: a hard
   EXPIRE of an SA we installed removes our record without DELETE, one of an SPI we
   only reserved is ignored, a soft EXPIRE brings the engine's own soft expiry
-  forward (or is only noted when that already happened), an ACQUIRE is logged as
-  not handled yet;
+  forward (or is only noted when that already happened), an ACQUIRE goes to the
+  engine's on-demand negotiation (tested in :mod:`tests.test_ike_ondemand`);
 * the console script under ``ip netns exec`` without ``-n`` in a namespace joined
   by veth to another where a second daemon runs with ``-n`` (root needed; skipped
   otherwise). This machine's kernel has XFRM but no ESP: Main Mode completes,
   Quick Mode gets its SPIs from the kernel and fails at the ESP install with the
   kernel's reason in words, the peer is sent DELETE and drops its SAs, nothing of
   ours is left in the kernel, and the daemon keeps answering (FIFO ``S``); at
-  SIGTERM it exits leaving no state or policy behind.
+  SIGTERM it exits leaving no state or policy behind. And the on-demand path: IPsec
+  policies installed with ``ip xfrm policy`` (no connection configured), a ping from
+  our subnet address, the kernel's ACQUIRE makes our daemon negotiate phase 1 and
+  Quick Mode with the peer's passive connection; the ESP install fails the same way,
+  and the administrator's policies are left exactly as they were.
 """
 
 from __future__ import annotations
@@ -107,13 +111,6 @@ class KernelExpireTests(SynchronousTestCase):
         self.assertEqual(len(ready_ipsec(self.west)), count)
         self.assertNotIn("kernel soft expiry of SPI", self.west.log_text())
 
-    def test_acquire_is_logged_not_negotiated(self) -> None:
-        sent = len(self.network.delivered)
-        self.west.engine.kernel_acquire("198.51.100.1 -> 203.0.113.9")
-        self.network.run()
-        self.assertIn("kernel ACQUIRE for 198.51.100.1 -> 203.0.113.9: on-demand negotiation "
-                      "is not built yet", self.west.log_text())
-        self.assertEqual(len(self.network.delivered), sent)
 
 
 class RecordingEngine:
@@ -122,11 +119,12 @@ class RecordingEngine:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
-    def kernel_sa_expired(self, protocol: Any, spi: bytes, dst: str, *, hard: bool) -> None:
-        self.calls.append(("expire", protocol, spi, dst, hard))
+    def kernel_sa_expired(self, protocol: Any, spi: bytes, dst: str, *, hard: bool,
+                          bytes_used: int | None = None) -> None:
+        self.calls.append(("expire", protocol, spi, dst, hard, bytes_used))
 
-    def kernel_acquire(self, selectors: str) -> None:
-        self.calls.append(("acquire", selectors))
+    def kernel_acquire(self, event: Any) -> None:
+        self.calls.append(("acquire", event))
 
 
 class ServiceKernelEventTests(SynchronousTestCase):
@@ -140,20 +138,18 @@ class ServiceKernelEventTests(SynchronousTestCase):
     def test_expire(self) -> None:
         spi = bytes.fromhex("c0ffee01")
         self.service.kernel_event(ExpireEvent(ESP, spi, "192.0.2.2", "192.0.2.1", 3, True))
-        self.service.kernel_event(ExpireEvent(ESP, spi, "192.0.2.2", "192.0.2.1", 3, False))
-        self.assertEqual(self.engine.calls, [("expire", ESP, spi, "192.0.2.1", True),
-                                             ("expire", ESP, spi, "192.0.2.1", False)])
+        self.service.kernel_event(ExpireEvent(ESP, spi, "192.0.2.2", "192.0.2.1", 3, False,
+                                              bytes_used=512))
+        self.assertEqual(self.engine.calls, [("expire", ESP, spi, "192.0.2.1", True, None),
+                                             ("expire", ESP, spi, "192.0.2.1", False, 512)])
 
-    def test_acquire_names_the_selectors(self) -> None:
-        self.service.kernel_event(AcquireEvent(
+    def test_acquire_goes_to_the_engine(self) -> None:
+        event = AcquireEvent(
             "198.51.100.1", "203.0.113.9", 17, 5000, 4242, "198.51.100.0/24",
             "203.0.113.0/24", 8, "out", "192.0.2.1", "192.0.2.2", ESP,
-            EncapsulationMode.TUNNEL, 7, 1))
-        [(kind, text)] = self.engine.calls
-        self.assertEqual(kind, "acquire")
-        self.assertEqual(text, "198.51.100.1 -> 203.0.113.9 (protocol 17 port 5000 port 4242; "
-                               "policy 198.51.100.0/24 -> 203.0.113.0/24, SA 192.0.2.1 -> "
-                               "192.0.2.2, reqid 7)")
+            EncapsulationMode.TUNNEL, 7, 1)
+        self.service.kernel_event(event)
+        self.assertEqual(self.engine.calls, [("acquire", event)])
 
     def test_no_netlink_is_a_startup_error_in_words(self) -> None:
         from isakmpd.kernel import xfrm
@@ -211,6 +207,10 @@ class XfrmDaemonTests(SynchronousTestCase):
         self.addCleanup(daemon.stop)
         return daemon
 
+    def policies(self) -> list[str]:
+        """The non-socket policies in "us", each block as ``ip xfrm policy`` prints it."""
+        return self.kernel_state()[1]
+
     def kernel_state(self) -> tuple[str, list[str]]:
         """``ip xfrm state`` and the non-socket policies in "us"."""
         states = self.us.ip("xfrm", "state").stdout.strip()
@@ -261,3 +261,55 @@ class XfrmDaemonTests(SynchronousTestCase):
         self.assertEqual(us.stop(), 0, us.log())
         self.assertEqual(self.us.ip("xfrm", "state").stdout.strip(), "")
         self.assertEqual(self.us.ip("xfrm", "policy").stdout.strip(), "")
+
+    def test_acquire_negotiates_on_demand(self) -> None:
+        """Policies from ``ip xfrm policy``, traffic first, no connection configured."""
+        ours = make_config(local=US, peer=PEER, local_net=US_NET, remote_net=PEER_NET)
+        ours = ours.replace("[Phase 2]\nConnections=\t\tconn\n", "").replace(
+            "[General]\n", "[General]\nDefault-phase-2-suites=\t"
+            "QM-ESP-AES-128-SHA-PFS-GRP19-SUITE\n")
+        self.assertNotIn("Connections", ours)
+        theirs = make_config(local=PEER, peer=US, local_net=PEER_NET, remote_net=US_NET)
+        # What ipsecctl's flow lines are on OpenBSD: the administrator's policies.
+        self.us.ip("addr", "add", "198.51.100.1/32", "dev", "lo")
+        self.us.ip("route", "add", PEER_NET, "dev", "veth0", "src", "198.51.100.1")
+        for direction, src, dst, outer in (("out", US_NET, PEER_NET, (US, PEER)),
+                                           ("in", PEER_NET, US_NET, (PEER, US)),
+                                           ("fwd", PEER_NET, US_NET, (PEER, US))):
+            self.us.ip("xfrm", "policy", "add", "src", src, "dst", dst, "dir", direction,
+                       "tmpl", "src", outer[0], "dst", outer[1], "proto", "esp", "mode",
+                       "tunnel")
+        policies = self.policies()
+        self.assertEqual(len(policies), 3)
+        peer = self.start(self.peer, "peer", theirs, kernel=False, passive=True,
+                          flags=("-v",))
+        peer.wait_for(r"listening on", DEADLINE)
+        us = self.start(self.us, "us", ours, kernel=True, flags=("-v",))
+        us.wait_for(r"listening on", DEADLINE)
+        self.assertNotIn("ISAKMP SA established", us.log())     # nothing to keep up
+        # Traffic first: the ping matches the out policy, which has no SA.
+        self.us.run(["ping", "-c", "1", "-W", "1", "-I", "198.51.100.1", "203.0.113.9"],
+                    check=False)
+        match = us.wait_for(r"kernel ACQUIRE \(seq (\d+)\) for 198\.51\.100\.0/24 -> "
+                            r"203\.0\.113\.0/24 via 192\.0\.2\.2: negotiating "
+                            r"(Connection-\d+) with peer \(TUNNEL, reqid 0\)", DEADLINE)
+        name = match.group(2)
+        self.assertEqual(name, f"Connection-{match.group(1)}")
+        us.wait_for(r"isakmpd: phase 1 done: initiator id", DEADLINE)
+        peer.wait_for(r"isakmpd: phase 1 done \(as responder\)", DEADLINE)
+        # The peer's passive "conn" took our IDs; it logs quick mode done.
+        peer.wait_for(r"IPsec SA established: IPsec SA conn ", DEADLINE)
+        peer.wait_for(r"isakmpd: quick mode done \(as responder\)", DEADLINE)
+        # Ours: this kernel has no ESP, so the install fails in words, the peer is sent
+        # DELETE and drops its SAs, and the dynamic connection goes.
+        us.wait_for(rf"Quick Mode initiator for {name} .*installing the SAs failed: kernel "
+                    r"refused the ESP SA: this kernel has no ESP support", DEADLINE)
+        us.wait_for(r"the peer was sent DELETE", DEADLINE)
+        peer.wait_for(r"IPsec SA deleted", DEADLINE)
+        us.wait_for(rf"on-demand connection {name} dropped", DEADLINE)
+        # The administrator's policies are untouched (no flows of ours were added).
+        self.assertEqual(self.policies(), policies)
+        self.assertIsNone(us.proc.poll())
+        self.assertEqual(us.stop(), 0, us.log())
+        self.assertEqual(self.policies(), policies)
+        self.assertNotIn("Traceback", us.log())

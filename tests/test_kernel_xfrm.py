@@ -272,6 +272,15 @@ class ProviderTests(SynchronousTestCase):
         auth = msg.get_attr("XFRMA_ALG_AUTH_TRUNC")
         self.assertEqual((auth["alg_name"], auth["alg_trunc_len"]), ("hmac(sha1)", 96))
 
+    def test_outbound_sa_answering_an_acquire_carries_its_seq(self) -> None:
+        # xfrm_usersa_info.seq at offset 204, reqid at 208: the kernel replaces its
+        # larval acquire state of that seq with this SA (__xfrm_find_acq_byseq).
+        data = body(self.kernel.sa_message(esp_sa(acquire_seq=1234, reqid=7)))
+        self.assertEqual(struct.unpack_from("=II", data, 204), (1234, 7))
+        plain = body(self.kernel.sa_message(esp_sa()))
+        self.assertEqual(struct.unpack_from("=I", plain, 204), (0,))
+        self.assertIn("for ACQUIRE seq 1234", esp_sa(acquire_seq=1234).describe())
+
     def test_inbound_sa_updates_its_larval_state(self) -> None:
         self.recorder.answers.append(spi_answer(b"\x01\x02\x03\x04"))
         spi = self.kernel.allocate_spi(ESP, A, B)
@@ -713,6 +722,9 @@ class EventNamespaceTests(TwoNamespaces):
                          ("198.51.100.0/24", "203.0.113.0/24", "out"))
         self.assertEqual((event.sa_src, event.sa_dst, event.sa_protocol, event.mode,
                           event.reqid), (C4, D4, ESP, TUNNEL, 7))
+        self.assertEqual((event.policy_protocol, event.policy_src_port,
+                          event.policy_dst_port, event.family), (17, 0, 4242, 4))
+        self.assertNotEqual(event.seq, 0)
         self.assertNotEqual(event.policy_index, 0)
         self.kernel.delete_flow(flow)
 
@@ -739,6 +751,48 @@ class EventDecodingTests(SynchronousTestCase):
     def test_sizes(self) -> None:
         for cls, size in ((xfrm.xfrm_user_acquire, 280), (xfrm.xfrm_user_expire, 232)):
             self.assertEqual(len(body(cls())), size, cls.__name__)
+
+    def test_acquire_from_kernel_bytes(self) -> None:
+        # struct xfrm_user_acquire (280 bytes): id at 0, saddr 24, sel 40, policy 96
+        # (its selector first; index at 248, dir 252), aalgos/ealgos/calgos 264, seq 276;
+        # then the policy's templates (XFRMA_TMPL, struct xfrm_user_tmpl, 64 bytes).
+        packet = selector(v4("203.0.113.9"), v4("198.51.100.1"), 4242, 0xFFFF, 5000, 0xFFFF,
+                          socket.AF_INET, 32, 32, 17)
+        policy_sel = selector(v4("203.0.113.0"), v4("198.51.100.0"), 4242, 0xFFFF, 0, 0,
+                              socket.AF_INET, 24, 24, 17)
+        policy = (policy_sel + struct.pack("=8Q", *NO_LIMITS) + bytes(32)
+                  + struct.pack("=IIBBBB4x", 0, 0x61, xfrm.XFRM_POLICY_OUT, 0, 0, 0))
+        self.assertEqual(len(policy), 168)
+        fixed = (struct.pack("=16s4sB3x", v4(B), bytes(4), xfrm.IPPROTO_ESP) + v4(A) + packet
+                 + policy + struct.pack("=IIII", 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 1234))
+        self.assertEqual(len(fixed), 280)
+        template = (struct.pack("=16s4sB3x", v4(B), bytes(4), xfrm.IPPROTO_ESP)
+                    + struct.pack("=H2x", socket.AF_INET) + v4(A)
+                    + struct.pack("=IBBBxIII", 7, xfrm.XFRM_MODE_TUNNEL, 0, 0,
+                                  0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF))
+        self.assertEqual(len(template), 64)
+        payload = fixed + nlattr(5, template)
+        data = struct.pack("=IHHII", 16 + len(payload), xfrm.XFRM_MSG_ACQUIRE, 0, 0, 0) \
+            + payload
+        [event] = xfrm.decode_events(data)
+        self.assertEqual(event, AcquireEvent(
+            src="198.51.100.1", dst="203.0.113.9", protocol=17, src_port=5000, dst_port=4242,
+            policy_src="198.51.100.0/24", policy_dst="203.0.113.0/24", policy_index=0x61,
+            policy_direction="out", sa_src=A, sa_dst=B, sa_protocol=ESP, mode=TUNNEL,
+            reqid=7, seq=1234, policy_protocol=17, policy_src_port=0, policy_dst_port=4242,
+            family=4))
+
+    def test_expire_carries_the_byte_counter(self) -> None:
+        # xfrm_lifetime_cur.bytes is at offset 160 of xfrm_usersa_info.
+        info = bytearray(usersa_info(selector(family=socket.AF_INET), v4(B), b"\x00\x00\x12\x34",
+                                     xfrm.IPPROTO_ESP, v4(A), family=socket.AF_INET))
+        struct.pack_into("=Q", info, 160, 4096)
+        payload = bytes(info) + struct.pack("=B7x", 0)
+        data = struct.pack("=IHHII", 16 + len(payload), xfrm.XFRM_MSG_EXPIRE, 0, 0, 0) \
+            + payload
+        [event] = xfrm.decode_events(data)
+        self.assertEqual((event.spi, event.hard, event.bytes_used),
+                         (b"\x00\x00\x12\x34", False, 4096))
 
     def test_expire_among_other_messages(self) -> None:
         msg = xfrm.xfrm_user_expire()

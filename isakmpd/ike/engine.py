@@ -29,7 +29,9 @@ This module owns what isakmpd's ``message.c`` (message_recv), ``exchange.c``
   (:meth:`Engine.kernel_sa_expired`, XFRM EXPIRE): a hard one removes our record
   without DELETE; a soft one runs the SA's soft expiry now if its timer is still
   pending (the kernel also counts bytes), else it is only noted. A kernel ACQUIRE
-  (:meth:`Engine.kernel_acquire`) is logged; negotiating on demand is not built.
+  (:meth:`Engine.kernel_acquire`) negotiates a dynamic connection
+  (:mod:`isakmpd.ike.ondemand`, ``self.ondemand``); a soft EXPIRE of such an SA
+  renegotiates it, and the connection goes with its last SA.
 * NAT traversal around the exchanges (inventory §4.8, RFC 3947 §4, RFC 3948 §2.3):
   when our NAT-D did not match (we are behind a NAT), a NAT-keepalive (one 0xFF
   byte, ``ISender.send_keepalive``) goes from our NAT-T port to the peer's every
@@ -84,6 +86,7 @@ from isakmpd import debug
 from isakmpd.debug import DebugClass
 from isakmpd.ike import policy
 from isakmpd.ike.exchange import Exchange, ExchangeFailed, FinishedExchange
+from isakmpd.ike.ondemand import OnDemand
 from isakmpd.ike.sa import ZERO_COOKIE, Address, IpsecSA, IsakmpSA, SaDatabase, SaState
 from isakmpd.kernel.interface import KernelError
 from isakmpd.transport.interface import IDatagramHandler
@@ -171,6 +174,8 @@ class Engine:
         # Packet capture (isakmpd.capture.PacketCapture or None): sees every message
         # in clear while it is active.
         self.capture: Any = None
+        # Dynamic connections made from kernel ACQUIREs (inventory §4.9).
+        self.ondemand = OnDemand(self)
 
     # -- configuration -----------------------------------------------------------
 
@@ -465,6 +470,7 @@ class Engine:
         self.log.info("IPsec SA deleted: {sa}", sa=ipsec.describe())
         if (ipsec.local, ipsec.remote) in self._keepalives:
             self._update_keepalive(ipsec.local, ipsec.remote)
+        self.ondemand.sa_removed(ipsec)
 
     def delete_isakmp_sa(self, sa: IsakmpSA, *, notify: bool = True) -> None:
         """Remove an ISAKMP SA, telling the peer with DELETE when it is ready."""
@@ -1200,7 +1206,7 @@ class Engine:
         return None
 
     def kernel_sa_expired(self, protocol: int | None, spi: bytes, dst: str, *,
-                          hard: bool) -> None:
+                          hard: bool, bytes_used: int | None = None) -> None:
         """The kernel says a lifetime of its SA (protocol, SPI, destination) ran out.
 
         Only SAs we installed count: an SPI we only reserved (its larval state timed
@@ -1210,7 +1216,9 @@ class Engine:
         the engine's own soft expiry brought forward when its timer is still
         pending (the kernel's soft limits include bytes, which the engine does not
         count): kept-up connections are renegotiated, others fade. When the
-        engine's timer has already fired it is only noted.
+        engine's timer has already fired it is only noted. An SA of an on-demand
+        connection is renegotiated unless it is replaced or ``bytes_used`` (the
+        kernel SA's byte counter) is 0 (:meth:`OnDemand.kernel_soft_expired`).
         """
         found = self._installed(protocol, spi, dst) if protocol is not None else None
         if found is None:
@@ -1226,6 +1234,8 @@ class Engine:
             ipsec.cancel_timers()
             self.remove_ipsec_sa(ipsec)
             return
+        if self.ondemand.kernel_soft_expired(ipsec, bytes_used):
+            return
         call = ipsec.timers.get("soft")
         if not ipsec.ready or call is None or not call.active():
             self.debug(DebugClass.SA, 30, "kernel soft expiry of {sa}: already handled by "
@@ -1236,16 +1246,18 @@ class Engine:
                       dst=dst)
         self._soft_expired(ipsec)
 
-    def kernel_acquire(self, selectors: str) -> None:
-        """The kernel wants an SA for traffic matching a policy (``selectors``, in
-        words). Negotiating on demand (a dynamic connection, inventory §4.9) is not
-        built yet: the request is logged and nothing is negotiated."""
-        if self.passive:
-            self.debug(DebugClass.SYSDEP, 30, "kernel ACQUIRE for {selectors} ignored in "
-                       "passive mode", selectors=selectors)
+    def kernel_acquire(self, event: Any) -> None:
+        """The kernel wants an SA for traffic matching a policy without one: negotiate
+        a dynamic connection for it (:meth:`OnDemand.acquire`; ``event`` is an
+        :class:`~isakmpd.kernel.xfrm.AcquireEvent` or anything with its fields).
+        Passive mode negotiates nothing."""
+        if not self.running:
             return
-        self.log.info("kernel ACQUIRE for {selectors}: on-demand negotiation is not built "
-                      "yet, nothing negotiated", selectors=selectors)
+        if self.passive:
+            self.debug(DebugClass.SYSDEP, 30, "kernel ACQUIRE for {src} -> {dst} ignored in "
+                       "passive mode", src=event.policy_src, dst=event.policy_dst)
+            return
+        self.ondemand.acquire(event)
 
     def _renegotiate_phase1(self, sa: IsakmpSA) -> None:
         newer = [o for o in self.sadb.isakmp_live_by_peer(sa.name, sa.remote[0])

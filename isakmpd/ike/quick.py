@@ -20,7 +20,9 @@ from ``IKernel.allocate_spi``; KEYMAT from :mod:`isakmpd.crypto.ipsec_keys`. Whe
 the script ends, both directions of every protocol go to ``IKernel.add_sa`` (inbound
 with our SPI towards us, outbound with the peer's SPI towards it) and the flows
 (out, in, and fwd in tunnel mode) to ``IKernel.add_flow``, tied by a new reqid. With
-NAT-T the SAs carry the UDP encapsulation ports the ISAKMP SA uses. SPIs that end
+NAT-T the SAs carry the UDP encapsulation ports the ISAKMP SA uses. An on-demand
+connection (a kernel ACQUIRE, :mod:`isakmpd.ike.ondemand`) installs no flows, uses
+the policy template's reqid and puts the ACQUIRE's seq on the outbound SA. SPIs that end
 up in no installed SA (the exchange failed, or the peer chose a proposal without
 that protocol) are given back with ``IKernel.release_spi``.
 
@@ -517,7 +519,11 @@ class QuickMode(Exchange):
         in_encap = (remote[1], local[1]) if nat else None
         out_encap = (local[1], remote[1]) if nat else None
         local_sel, remote_sel = self._selectors()
-        reqid = kernel.new_reqid()
+        # On demand (a kernel ACQUIRE): the template's reqid, its seq on the outbound
+        # SA, and no flows (the administrator's policies are the flows).
+        ondemand = (self.engine.ondemand.install_hints(self.connection) if self.initiator
+                    else None)
+        reqid = kernel.new_reqid() if ondemand is None else ondemand[0]
         ipsec = IpsecSA(self.connection or "?", self.sa, local, remote, self.initiator,
                         self.engine.now(), suite=self.suite, reqid=reqid,
                         local_id=local_sel, remote_id=remote_sel,
@@ -537,8 +543,10 @@ class QuickMode(Exchange):
                     self.ni_b, self.nr_b, self.g_qm_xy)
                 mode = natt.plain_mode(choice.encapsulation)
                 auth = int(layout.auth_algorithm) if layout.auth_algorithm else None
-                for sa_keys, src, dst, encap in ((inbound, remote[0], local[0], in_encap),
-                                                 (outbound, local[0], remote[0], out_encap)):
+                for sa_keys, src, dst, encap, seq in (
+                        (inbound, remote[0], local[0], in_encap, None),
+                        (outbound, local[0], remote[0], out_encap,
+                         ondemand[1] if ondemand is not None else None)):
                     kernel_sa = KernelSA(
                         protocol, sa_keys.spi, src, dst, mode,
                         int(choice.transform_id) if protocol == ProtocolId.IPSEC_ESP
@@ -546,14 +554,15 @@ class QuickMode(Exchange):
                         sa_keys.enc_key, auth, sa_keys.auth_key, reqid,
                         life_seconds=choice.life_seconds,
                         life_kilobytes=choice.life_kilobytes,
-                        replay_window=choice.replay_window, encap=encap)
+                        replay_window=choice.replay_window, encap=encap, acquire_seq=seq)
                     kernel.add_sa(kernel_sa)
                     ipsec.kernel_sas.append(kernel_sa)
                 pairs.append(SpiPair(protocol, bytes(choice.our_spi), bytes(choice.peer_spi)))
                 ipsec.life_seconds = choice.life_seconds
                 ipsec.life_kilobytes = choice.life_kilobytes
             ipsec.spis = tuple(pairs)
-            if not (self.engine.acquire_only or self.store.has("General", "Acquire-Only")):
+            if ondemand is None and not (self.engine.acquire_only
+                                         or self.store.has("General", "Acquire-Only")):
                 for flow in self._flows(local_sel, remote_sel, reqid):
                     kernel.add_flow(flow)
                     ipsec.flows.append(flow)

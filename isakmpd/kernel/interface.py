@@ -45,6 +45,9 @@ class KernelSA:
     ``mode`` is TUNNEL or TRANSPORT; the UDP_ENCAP_* values of the wire are mapped
     back to these by the caller and ``encap`` says whether ESP travels in UDP
     (RFC 3948) and with which (source port, destination port).
+    ``acquire_seq`` (optional) is the sequence number of the kernel ACQUIRE this
+    outbound SA answers: XFRM then replaces its larval acquire state with this SA
+    (xfrm_usersa_info.seq, net/xfrm/xfrm_state.c __xfrm_find_acq_byseq).
     ``enc_key`` carries the cipher key with the salt at its end (RFC 4106 §8.1 for
     AES-GCM, RFC 3686 §5.1 for AES-CTR); it is empty for AH and ESP_NULL.
     """
@@ -63,6 +66,7 @@ class KernelSA:
     life_kilobytes: int | None = None
     replay_window: int = 16
     encap: tuple[int, int] | None = None
+    acquire_seq: int | None = None
 
     def describe(self) -> str:
         """One readable line without key material, for logs and reports."""
@@ -93,6 +97,8 @@ class KernelSA:
         parts.append(f"replay window {self.replay_window}")
         if self.encap is not None:
             parts.append(f"ESP-in-UDP {self.encap[0]} -> {self.encap[1]}")
+        if self.acquire_seq is not None:
+            parts.append(f"for ACQUIRE seq {self.acquire_seq}")
         return " ".join(parts)
 
     def __str__(self) -> str:

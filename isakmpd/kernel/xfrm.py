@@ -29,7 +29,8 @@ What exists:
   window (up to 255, the 8-bit field; larger ones would need XFRMA_REPLAY_ESN_VAL
   and are refused); ESP-in-UDP (XFRMA_ENCAP, UDP_ENCAP_ESPINUDP). An inbound SA
   whose SPI we allocated replaces its larval state (XFRM_MSG_UPDSA), every other SA
-  is new (XFRM_MSG_NEWSA). ``update_sa`` sends XFRM_MSG_UPDSA when only the
+  is new (XFRM_MSG_NEWSA); an outbound SA that answers an ACQUIRE carries its seq,
+  so the kernel replaces its larval acquire state with it. ``update_sa`` sends XFRM_MSG_UPDSA when only the
   encapsulation ports changed, otherwise deletes and re-adds the SA (its replay
   state and counters are lost; strongSwan keeps them with XFRM_MSG_GETAE).
 * Policies: XFRM_MSG_UPDPOLICY (creates or replaces) and XFRM_MSG_DELPOLICY for
@@ -46,7 +47,8 @@ What exists:
   second, non-blocking NETLINK_XFRM socket bound to XFRMNLGRP_ACQUIRE and
   XFRMNLGRP_EXPIRE; the reactor passed to it reads it (no thread) and
   :func:`decode_events` turns XFRM_MSG_ACQUIRE / XFRM_MSG_EXPIRE into
-  :class:`AcquireEvent` / :class:`ExpireEvent` for a callback. Larval states
+  :class:`AcquireEvent` (the packet's and the policy's selectors, the template, the
+  seq) / :class:`ExpireEvent` (with the SA's byte counter) for a callback. Larval states
   (ALLOCSPI's and the kernel's own acquire states) send a hard EXPIRE when
   ``net.core.xfrm_acq_expires`` runs out.
 
@@ -70,7 +72,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nla, nlmsg
@@ -754,6 +756,9 @@ class XfrmKernel:
             msg["lft_hard_byte_limit"] = hard
             msg["lft_soft_byte_limit"] = hard * SOFT_PERCENT // 100
         msg["reqid"] = sa.reqid
+        if sa.acquire_seq:
+            # The kernel replaces its larval acquire state of this seq with this SA.
+            msg["seq"] = sa.acquire_seq
         msg["family"] = family
         msg["mode"] = _mode(sa.mode)
         msg["replay_window"] = sa.replay_window
@@ -994,7 +999,9 @@ class AcquireEvent:
     ``policy_index`` its kernel id. ``sa_src``/``sa_dst`` are the SA's endpoints
     (the tunnel endpoints in tunnel mode), ``sa_protocol``, ``mode`` and ``reqid``
     come from the policy's (first) template. ``seq`` is the kernel's acquire
-    sequence number.
+    sequence number. ``policy_protocol``/``policy_src_port``/``policy_dst_port``
+    complete the policy's selector (0: any) and ``family`` is its address family
+    (4 or 6).
     """
 
     src: str
@@ -1012,6 +1019,10 @@ class AcquireEvent:
     mode: EncapsulationMode | None
     reqid: int
     seq: int
+    policy_protocol: int = 0
+    policy_src_port: int = 0
+    policy_dst_port: int = 0
+    family: int = 4
 
 
 @dataclass(frozen=True)
@@ -1019,7 +1030,8 @@ class ExpireEvent:
     """XFRM_MSG_EXPIRE: an SA's soft (``hard`` False) or hard lifetime ran out.
 
     A hard expiry means the kernel has already deleted the SA. ``spi`` is 4 bytes
-    (zero for the kernel's own acquire state).
+    (zero for the kernel's own acquire state). ``bytes_used`` is the SA's byte counter
+    (xfrm_lifetime_cur.bytes; None when not known): whether it carried traffic.
     """
 
     protocol: ProtocolId | None
@@ -1028,6 +1040,7 @@ class ExpireEvent:
     dst: str
     reqid: int
     hard: bool
+    bytes_used: int | None = field(default=None, compare=False)
 
 
 KernelEvent = AcquireEvent | ExpireEvent
@@ -1060,6 +1073,11 @@ def _acquire_event(msg: nlmsg) -> AcquireEvent:
     src, dst = _network_text(msg, "sel_")
     policy_src, policy_dst = (_network_text(msg, "pol_sel_") if msg["pol_sel_family"]
                               else (src, dst))
+    if msg["pol_sel_family"]:
+        policy_ports = (msg["pol_sel_proto"], _port(msg, "pol_sel_sport"),
+                        _port(msg, "pol_sel_dport"))
+    else:
+        policy_ports = (msg["sel_proto"], _port(msg, "sel_sport"), _port(msg, "sel_dport"))
     template = msg.get_attr("XFRMA_TMPL")
     if template is not None:
         sa_family = template["family"] or family
@@ -1078,7 +1096,9 @@ def _acquire_event(msg: nlmsg) -> AcquireEvent:
         policy_direction=_DIRECTION_NAMES.get(msg["pol_dir"], str(msg["pol_dir"])),
         sa_src=_address_text(msg["saddr"], sa_family),
         sa_dst=_address_text(msg["id_daddr"], sa_family),
-        sa_protocol=sa_protocol, mode=mode, reqid=reqid, seq=msg["seq"])
+        sa_protocol=sa_protocol, mode=mode, reqid=reqid, seq=msg["seq"],
+        policy_protocol=policy_ports[0], policy_src_port=policy_ports[1],
+        policy_dst_port=policy_ports[2], family=6 if family == socket.AF_INET6 else 4)
 
 
 def _expire_event(msg: nlmsg) -> ExpireEvent:
@@ -1086,7 +1106,8 @@ def _expire_event(msg: nlmsg) -> ExpireEvent:
     return ExpireEvent(protocol=_PROTOCOLS.get(msg["id_proto"]), spi=bytes(msg["id_spi"]),
                        src=_address_text(msg["saddr"], family),
                        dst=_address_text(msg["id_daddr"], family),
-                       reqid=msg["reqid"], hard=bool(msg["hard"]))
+                       reqid=msg["reqid"], hard=bool(msg["hard"]),
+                       bytes_used=msg["cur_bytes"])
 
 
 _EVENTS: dict[int, tuple[type[nlmsg], Callable[[nlmsg], KernelEvent]]] = {
