@@ -293,6 +293,32 @@ class ProviderTests(SynchronousTestCase):
         # Installed: no longer a reservation to release.
         self.assertRaises(KernelError, self.kernel.release_spi, ESP, spi, B)
 
+    def test_inbound_sa_whose_larval_state_lapsed_is_installed_anew(self) -> None:
+        # The exchange outlasted net.core.xfrm_acq_expires: UPDSA finds no larval
+        # state (ESRCH, xfrm_state_update), so the SA is added as a new one.
+        self.recorder.answers = [spi_answer(b"\0\0\3\0"), NetlinkRefused(errno.ESRCH, ""),
+                                 [], spi_answer(b"\0\0\4\0"),
+                                 NetlinkRefused(errno.ESRCH, ""), NetlinkRefused(errno.EEXIST, "")]
+        spi = self.kernel.allocate_spi(ESP, A, B)
+        self.kernel.add_sa(esp_sa(spi))
+        kinds = [(kind, flags) for kind, flags, _ in self.recorder.sent[1:]]
+        self.assertEqual(kinds, [(xfrm.XFRM_MSG_UPDSA, 0),
+                                 (xfrm.XFRM_MSG_NEWSA, xfrm.NLM_F_CREATE | xfrm.NLM_F_EXCL)])
+        self.assertEqual(self.recorder.sent[2][2]["id_spi"], spi)
+        # Another SA took the SPI meanwhile: the refusal says so.
+        spi = self.kernel.allocate_spi(ESP, A, B)
+        error = self.assertRaises(KernelError, self.kernel.add_sa, esp_sa(spi))
+        self.assertIn("kernel refused the ESP SA: it already exists", str(error))
+        self.assertIn("(its reserved SPI had lapsed)", str(error))
+        # Any other refusal of the UPDSA is reported as it is, nothing retried.
+        self.recorder.answers = [spi_answer(b"\0\0\5\0"), NetlinkRefused(errno.EINVAL, "")]
+        spi = self.kernel.allocate_spi(ESP, A, B)
+        sent = len(self.recorder.sent)
+        error = self.assertRaises(KernelError, self.kernel.add_sa, esp_sa(spi))
+        self.assertIn("kernel refused the ESP SA: the kernel found the request invalid",
+                      str(error))
+        self.assertEqual(len(self.recorder.sent), sent + 1)
+
     def test_algorithms(self) -> None:
         cases = [
             (EspTransform.TRIPLE_DES, 24, "XFRMA_ALG_CRYPT", "cbc(des3_ede)"),

@@ -661,15 +661,20 @@ class XfrmKernel:
         try:
             return self._request(msg, msg_type, flags)
         except NetlinkRefused as refused:
-            reason = _reason(refused.errno, protocol, family)
-            if refused.text:
-                reason += f" (kernel: {refused.text})"
-            if subject:
-                reason += f"; {subject}"
-            raise KernelError(f"kernel refused {what}: {reason}") from None
+            raise self._refusal(refused, what, protocol, family, subject) from None
         except OSError as error:
             raise KernelError(f"cannot ask the kernel to {what}: "
                               f"{error.strerror or error}") from None
+
+    @staticmethod
+    def _refusal(refused: NetlinkRefused, what: str, protocol: int | None,
+                 family: int | None, subject: str) -> KernelError:
+        reason = _reason(refused.errno, protocol, family)
+        if refused.text:
+            reason += f" (kernel: {refused.text})"
+        if subject:
+            reason += f"; {subject}"
+        return KernelError(f"kernel refused {what}: {reason}")
 
     # -- SPIs and SAs -------------------------------------------------------
 
@@ -813,8 +818,25 @@ class XfrmKernel:
         larval = key in self._reserved
         what = f"the {_label(sa.protocol)} SA"
         if larval:
-            self._send(msg, XFRM_MSG_UPDSA, 0, what, sa.protocol, msg["family"],
-                       sa.describe())
+            try:
+                self._request(msg, XFRM_MSG_UPDSA, 0)
+            except NetlinkRefused as refused:
+                if refused.errno != errno.ESRCH:
+                    raise self._refusal(refused, what, sa.protocol, msg["family"],
+                                        sa.describe()) from None
+                # The larval state ALLOCSPI made lapsed (net.core.xfrm_acq_expires,
+                # 30 s by default, ran out before the exchange ended): install the SA
+                # as a new one; EXCL fails if another SA took the SPI meanwhile.
+                self.log.info("the {protocol} SPI 0x{spi} reserved for {dst} lapsed in the "
+                              "kernel before the exchange ended (net.core.xfrm_acq_expires);"
+                              " installing the SA anew", protocol=_label(sa.protocol),
+                              spi=sa.spi.hex(), dst=sa.dst)
+                self._send(msg, XFRM_MSG_NEWSA, NLM_F_CREATE | NLM_F_EXCL, what, sa.protocol,
+                           msg["family"], sa.describe() + " (its reserved SPI had lapsed)")
+            except OSError as error:
+                raise KernelError(f"cannot ask the kernel to install {what}: "
+                                  f"{error.strerror or error}") from None
+            # Installed: no longer a reservation to give back (a refusal keeps it).
             self._reserved.discard(key)
         else:
             self._send(msg, XFRM_MSG_NEWSA, NLM_F_CREATE | NLM_F_EXCL, what, sa.protocol,
