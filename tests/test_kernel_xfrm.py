@@ -402,15 +402,39 @@ class ProviderTests(SynchronousTestCase):
         self.assertEqual(msg.get_attr("XFRMA_ENCAP")["encap_dport"], 31000)
 
     def test_update_sa_moved(self) -> None:
-        old = esp_sa(encap=(4500, 4500))
-        new = esp_sa(dst="192.0.2.3", encap=(4500, 4500))
+        old = esp_sa(encap=(4500, 4500), reqid=9)
+        new = esp_sa(dst="192.0.2.3", encap=(4500, 4500), reqid=9)
+        # The kernel's NEWAE answer: 1,000 packets sent, the bitmap of received ones.
+        answer = xfrm.xfrm_aevent_id()
+        answer["attrs"] = [["XFRMA_REPLAY_VAL", {"oseq": 1000, "seq": 998, "bitmap": 7}],
+                           ["XFRMA_LTIME_VAL", {"bytes": 123456, "packets": 1000,
+                                                "add_time": 1700000000, "use_time": 1700000001}]]
+        self.recorder.answers = [[roundtrip(answer)]]
         self.kernel.update_sa(old, new)
         kinds = [kind for kind, _, _ in self.recorder.sent]
-        self.assertEqual(kinds, [xfrm.XFRM_MSG_DELSA, xfrm.XFRM_MSG_NEWSA])
-        self.assertEqual(self.recorder.sent[0][2]["daddr"], v4(B))
-        self.assertEqual(self.recorder.sent[1][2]["id_daddr"], v4("192.0.2.3"))
+        self.assertEqual(kinds, [xfrm.XFRM_MSG_GETAE, xfrm.XFRM_MSG_DELSA, xfrm.XFRM_MSG_NEWSA])
+        asked = bytes(self.recorder.sent[0][2].data)[16:]
+        # struct xfrm_aevent_id: sa_id (daddr, spi, family, proto), saddr, flags, reqid.
+        self.assertEqual(asked, v4(B) + b"\0\0\x40\0" + struct.pack("=HBx", socket.AF_INET,
+                                                                      socket.IPPROTO_ESP)
+                         + v4(A) + struct.pack("=II", xfrm.XFRM_AE_RVAL | xfrm.XFRM_AE_LVAL, 9))
+        self.assertEqual(self.recorder.sent[1][2]["daddr"], v4(B))
+        added = self.recorder.sent[2][2]
+        self.assertEqual(added["id_daddr"], v4("192.0.2.3"))
+        # The moved SA goes on counting where the old one stopped (RFC 4303 §3.4.3).
+        replay = added.get_attr("XFRMA_REPLAY_VAL")
+        self.assertEqual((replay["oseq"], replay["seq"], replay["bitmap"]), (1000, 998, 7))
+        self.assertEqual(added.get_attr("XFRMA_LTIME_VAL")["add_time"], 1700000000)
         self.assertRaises(KernelError, self.kernel.update_sa, old,
                           esp_sa(spi=b"\0\0\0\x01"))
+
+    def test_update_sa_moved_without_replay_state(self) -> None:
+        # A kernel that will not say (GETAE refused) still gets the SA moved.
+        self.recorder.answers = [NetlinkRefused(errno.ESRCH, "")]
+        self.kernel.update_sa(esp_sa(), esp_sa(dst="192.0.2.3"))
+        kinds = [kind for kind, _, _ in self.recorder.sent]
+        self.assertEqual(kinds, [xfrm.XFRM_MSG_GETAE, xfrm.XFRM_MSG_DELSA, xfrm.XFRM_MSG_NEWSA])
+        self.assertIsNone(self.recorder.sent[2][2].get_attr("XFRMA_REPLAY_VAL"))
 
     def test_release_unknown_spi(self) -> None:
         error = self.assertRaises(KernelError, self.kernel.release_spi, ESP, b"\0\0\1\0", B)

@@ -29,10 +29,11 @@ What exists:
   window (up to 255, the 8-bit field; larger ones would need XFRMA_REPLAY_ESN_VAL
   and are refused); ESP-in-UDP (XFRMA_ENCAP, UDP_ENCAP_ESPINUDP). An inbound SA
   whose SPI we allocated replaces its larval state (XFRM_MSG_UPDSA), every other SA
-  is new (XFRM_MSG_NEWSA); an outbound SA that answers an ACQUIRE carries its seq,
-  so the kernel replaces its larval acquire state with it. ``update_sa`` sends XFRM_MSG_UPDSA when only the
-  encapsulation ports changed, otherwise deletes and re-adds the SA (its replay
-  state and counters are lost; strongSwan keeps them with XFRM_MSG_GETAE).
+  is new (XFRM_MSG_NEWSA), as is one whose larval state lapsed before the exchange
+  ended; an outbound SA that answers an ACQUIRE carries its seq, so the kernel
+  replaces its larval acquire state with it. ``update_sa`` sends XFRM_MSG_UPDSA
+  when only the encapsulation ports changed, otherwise reads the SA's replay state
+  and counters (XFRM_MSG_GETAE), deletes it and adds it again with them.
 * Policies: XFRM_MSG_UPDPOLICY (creates or replaces) and XFRM_MSG_DELPOLICY for
   out, in and fwd, with protocol and port selectors and one template (protocol,
   mode, reqid, tunnel endpoints).
@@ -98,6 +99,7 @@ __all__ = [
     "bypass_policy",
     "decode_events",
     "prepare_ike_socket",
+    "xfrm_aevent_id",
     "xfrm_user_acquire",
     "xfrm_user_expire",
     "xfrm_userpolicy_id",
@@ -128,6 +130,10 @@ XFRM_MSG_ACQUIRE = 0x17
 XFRM_MSG_EXPIRE = 0x18
 XFRM_MSG_UPDPOLICY = 0x19
 XFRM_MSG_UPDSA = 0x1A
+XFRM_MSG_NEWAE = 0x1E
+XFRM_MSG_GETAE = 0x1F
+XFRM_AE_RVAL = 1                 # xfrm_aevent_id.flags: the replay state
+XFRM_AE_LVAL = 2                 # ... and the current lifetime
 
 XFRM_MODE_TRANSPORT = 0
 XFRM_MODE_TUNNEL = 1
@@ -296,6 +302,8 @@ class _xfrm_attributes(_zero_bytes):
         (2, "XFRMA_ALG_CRYPT", "xfrm_algo"),
         (4, "XFRMA_ENCAP", "xfrm_encap_tmpl"),
         (5, "XFRMA_TMPL", "xfrm_user_tmpl"),
+        (9, "XFRMA_LTIME_VAL", "xfrm_lifetime_cur"),
+        (10, "XFRMA_REPLAY_VAL", "xfrm_replay_state"),
         (13, "XFRMA_SRCADDR", "xfrm_address"),
         (18, "XFRMA_ALG_AEAD", "xfrm_algo_aead"),
         (20, "XFRMA_ALG_AUTH_TRUNC", "xfrm_algo_auth"),
@@ -345,6 +353,16 @@ class _xfrm_attributes(_zero_bytes):
 
         fields = (("addr", "16s"),)
 
+    class xfrm_lifetime_cur(_nla):
+        """struct xfrm_lifetime_cur: an SA's byte and packet counters, add/use times."""
+
+        fields = (("bytes", "Q"), ("packets", "Q"), ("add_time", "Q"), ("use_time", "Q"))
+
+    class xfrm_replay_state(_nla):
+        """struct xfrm_replay_state: last sequence number sent, highest received, bitmap."""
+
+        fields = (("oseq", "I"), ("seq", "I"), ("bitmap", "I"))
+
 
 class xfrm_usersa_info(_xfrm_attributes, nlmsg):
     """struct xfrm_usersa_info (NEWSA, UPDSA, and the kernel's SA answers)."""
@@ -363,6 +381,14 @@ class xfrm_usersa_id(_xfrm_attributes, nlmsg):
 
     fields = (("daddr", "16s"), ("spi", "4s"), ("family", "H"), ("proto", "B"),
               ("_pad", "x"))
+
+
+class xfrm_aevent_id(_xfrm_attributes, nlmsg):
+    """struct xfrm_aevent_id (GETAE, and the kernel's NEWAE answer): an SA's
+    xfrm_usersa_id, its source address, which values (XFRM_AE_*) and its reqid."""
+
+    fields = (("daddr", "16s"), ("spi", "4s"), ("family", "H"), ("proto", "B"),
+              ("_pad", "x"), ("saddr", "16s"), ("flags", "I"), ("reqid", "I"))
 
 
 def _policy_fields(prefix: str) -> tuple[tuple[str, str], ...]:
@@ -422,6 +448,7 @@ ANSWERS: dict[int, type[nlmsg]] = {
     XFRM_MSG_UPDSA: xfrm_usersa_info,
     XFRM_MSG_NEWPOLICY: xfrm_userpolicy_info,
     XFRM_MSG_UPDPOLICY: xfrm_userpolicy_info,
+    XFRM_MSG_NEWAE: xfrm_aevent_id,
 }
 """The class of each message type the kernel answers with."""
 
@@ -856,12 +883,46 @@ class XfrmKernel:
             self._send(msg, XFRM_MSG_UPDSA, 0, f"the update of the {_label(new.protocol)} SA",
                        new.protocol, msg["family"], new.describe())
         else:
+            # A new destination is a new SA in XFRM's hash: delete and add it again,
+            # carrying its sequence numbers, replay bitmap and counters over (the
+            # peer's replay window would drop packets numbered from 1 again, RFC 4303
+            # §3.4.3), and its add time, so its lifetimes still count from the start.
+            msg["attrs"].extend(self._replay_attributes(old))
             self.delete_sa(old.protocol, old.spi, old.dst)
             self._send(msg, XFRM_MSG_NEWSA, NLM_F_CREATE | NLM_F_EXCL,
                        f"the moved {_label(new.protocol)} SA", new.protocol, msg["family"],
                        new.describe())
         if debug.enabled(DebugClass.SYSDEP, 30):
             self.log.debug("updated SA {sa}", sa=new)
+
+    def _replay_attributes(self, sa: KernelSA) -> list[list[Any]]:
+        """XFRMA_REPLAY_VAL and XFRMA_LTIME_VAL of the installed ``sa`` (GETAE), ready
+        to be sent with its replacement; [] when the kernel does not give them."""
+        msg = xfrm_aevent_id()
+        dest = _ip(sa.dst, "destination")
+        msg["daddr"] = _xaddr(dest)
+        msg["spi"] = _spi(sa.spi)
+        msg["family"] = _family(dest)
+        msg["proto"] = _ipproto(sa.protocol)
+        msg["saddr"] = _xaddr(_ip(sa.src, "source"))
+        msg["flags"] = XFRM_AE_RVAL | XFRM_AE_LVAL
+        msg["reqid"] = sa.reqid
+        try:
+            answers = self._send(msg, XFRM_MSG_GETAE, 0,
+                                 f"to read the replay state of {_label(sa.protocol)} SA "
+                                 f"0x{sa.spi.hex()}", sa.protocol, msg["family"])
+        except KernelError as error:
+            self.log.info("{error}: its sequence numbers start again at the move",
+                          error=error)
+            return []
+        attrs: list[list[Any]] = []
+        for answer in answers[:1]:
+            for name in ("XFRMA_REPLAY_VAL", "XFRMA_LTIME_VAL"):
+                value = answer.get_attr(name)
+                if value is not None:
+                    attrs.append([name, {key: value[key] for key, _ in value.fields
+                                         if not key.startswith("_")}])
+        return attrs
 
     def delete_sa(self, protocol: ProtocolId, spi: bytes, dst: str) -> None:
         msg, family = self._sa_id(protocol, spi, dst)
