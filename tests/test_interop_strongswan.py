@@ -582,6 +582,28 @@ class StrongSwanInteropTests(SynchronousTestCase):
         self.assertLessEqual(int(ike["rekey-time"]), 1800, charon.list_sas())
 
 
+    def test_we_offer_esp_ipcomp_then_esp(self) -> None:
+        """Our offer with an ESP+IPCOMP proposal (2-byte CPI) first, ESP alone second.
+
+        charon (without ``ipcomp``) parses the IPCOMP protocol, passes over that
+        proposal and chooses ESP alone; our daemon installs ESP only. With ``ipcomp
+        = yes`` charon's kernel-libipsec (the only backend that completes on this
+        kernel) cannot allocate a CPI ("unable to allocate a CPI from kernel, IPComp
+        disabled") and answers NO_PROPOSAL_CHOSEN to the whole offer, so compressed
+        SAs with charon need kernel-netlink on a kernel with IPComp (UML).
+        """
+        algorithms = AES128_SHA1
+        conn = self.charon_connection(**algorithms.charon_options())
+        charon = self.start_charon(conn)
+        daemon = self.start_ours(passive=False, transforms=algorithms.transform,
+                                 suites=f"{IPCOMP_SUITE},{algorithms.suite}",
+                                 extra=IPCOMP_CONFIG)
+        self.assert_same_sas(charon, daemon, conn, charon_initiated=False,
+                             algorithms=algorithms)
+        self.assertIn("selected proposal: ESP:AES_CBC_128/HMAC_SHA1_96", charon.read_log())
+        established = daemon.wait_for(_ESTABLISHED).group(0)
+        self.assertNotIn("IPCOMP", established)
+
 #: Our short maximum lifetime in the lifetime scenarios, in seconds: charon offers
 #: 1320 s (CHILD_SA) and 3960 s (IKE SA); ours soft-expire at 85-95 % of it.
 SHORT_LIFETIME = 3
@@ -629,3 +651,21 @@ def initiate(charon: Charon, conn: IKEv1Connection) -> str:
     proc = charon.swanctl("--initiate", "--child", conn.child_name, "--timeout",
                           str(timeout), check=False, timeout=timeout + 5)
     return proc.stdout + proc.stderr
+
+
+#: An ESP+IPCOMP suite for our side (DEFLATE, tunnel mode), next to the ESP protocol
+#: section the defaults generate for AES128_SHA1's suite.
+IPCOMP_SUITE = "QM-ESP-AES-128-SHA-IPCOMP-SUITE"
+IPCOMP_CONFIG = f"""
+[{IPCOMP_SUITE}]
+Protocols=		QM-ESP-AES-128-SHA,IPCOMP-DEFLATE
+
+[IPCOMP-DEFLATE]
+PROTOCOL_ID=		IPCOMP
+Transforms=		IPCOMP-DEFLATE-XF
+
+[IPCOMP-DEFLATE-XF]
+TRANSFORM_ID=		DEFLATE
+ENCAPSULATION_MODE=	TUNNEL
+Life=			LIFE_QUICK_MODE
+"""

@@ -244,7 +244,7 @@ class MemoryKernelTests(SynchronousTestCase):
             (flow(dst_net="2001:db8::/32"), "mixes IPv4 and IPv6"),
             (flow(src_net="lan"), "flow source 'lan' is not a network"),
             (flow(tunnel_dst=None), "needs both tunnel endpoints"),
-            (flow(protocol_sa=ProtocolId.IPCOMP), "IPCOMP is not supported"),
+            (flow(protocol_sa=ProtocolId.ISAKMP), "ISAKMP is not supported"),
         ]
         for value, message in cases:
             error = self.assertRaises(KernelError, self.kernel.add_flow, value)

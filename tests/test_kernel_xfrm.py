@@ -45,12 +45,19 @@ from isakmpd.kernel.xfrm import (
     prepare_ike_socket,
 )
 from isakmpd.transport.udp import UdpTransport
-from isakmpd.wire.constants import AuthAlgorithm, EncapsulationMode, EspTransform, ProtocolId
+from isakmpd.wire.constants import (
+    AuthAlgorithm,
+    EncapsulationMode,
+    EspTransform,
+    IpcompTransform,
+    ProtocolId,
+)
 from tests.support.netns import Namespace, Topology, need_root_and_tools
 from tests.test_transport_udp import RecordingHandler
 
 ESP = ProtocolId.IPSEC_ESP
 AH = ProtocolId.IPSEC_AH
+IPCOMP = ProtocolId.IPCOMP
 TUNNEL = EncapsulationMode.TUNNEL
 TRANSPORT = EncapsulationMode.TRANSPORT
 INF = 0xFFFFFFFFFFFFFFFF
@@ -198,6 +205,42 @@ class MessageLayoutTests(SynchronousTestCase):
         aead = struct.pack("=64sII", b"rfc4106(gcm(aes))", 288, 128) + key
         self.assertTrue(body(msg).endswith(nlattr(18, aead)))
         self.assertEqual(msg["mode"], 1)
+
+    def test_ipcomp_sa(self) -> None:
+        """An IPComp SA: proto 108, the CPI in the low half of the SPI, XFRMA_ALG_COMP
+        (``deflate``, no key), no replay window (strongSwan's kernel-netlink alike)."""
+        kernel = XfrmKernel(request=Recorder())
+        sa = KernelSA(IPCOMP, b"\x00\x00\x12\x34", A, B, TUNNEL, None, b"", None, b"", 9,
+                      replay_window=0, comp_transform=IpcompTransform.DEFLATE)
+        data = body(kernel.sa_message(sa))
+        info = usersa_info(selector(family=socket.AF_INET), v4(B), b"\x00\x00\x12\x34", 108,
+                           v4(A), lft=NO_LIMITS, reqid=9, family=socket.AF_INET, mode=1)
+        comp = struct.pack("=64sI", b"deflate", 0)                          # xfrm_algo: 68
+        self.assertEqual(data, info + nlattr(3, comp))
+        lzs = KernelSA(IPCOMP, b"\x00\x00\x12\x35", A, B, TRANSPORT, None, b"", None, b"",
+                       9, replay_window=0, comp_transform=IpcompTransform.LZS)
+        msg = roundtrip(kernel.sa_message(lzs))
+        self.assertEqual(msg.get_attr("XFRMA_ALG_COMP")["alg_name"], "lzs")
+        self.assertEqual(msg["mode"], 0)
+
+    def test_policy_with_ipcomp_bundle(self) -> None:
+        """Two templates in one XFRMA_TMPL: IPComp (tunnel, endpoints, optional
+        inbound), then ESP in transport mode without addresses."""
+        kernel = XfrmKernel(request=Recorder())
+        for direction, optional in (("out", 0), ("in", 1), ("fwd", 1)):
+            flow = KernelFlow("198.51.100.0/24", "203.0.113.0/24", direction=direction,
+                              protocol_sa=ESP, mode=TUNNEL, tunnel_src=A, tunnel_dst=B,
+                              reqid=7, ipcomp=True)
+            data = body(kernel.policy_message(flow))
+            comp = struct.pack("=16s4sB3xH2x16sIBBBxIII", v4(B), bytes(4), 108,
+                               socket.AF_INET, v4(A), 7, 1, 0, optional, 0xFFFFFFFF,
+                               0xFFFFFFFF, 0xFFFFFFFF)
+            esp = struct.pack("=16s4sB3xH2x16sIBBBxIII", bytes(16), bytes(4), 50,
+                              socket.AF_INET, bytes(16), 7, 0, 0, 0, 0xFFFFFFFF, 0xFFFFFFFF,
+                              0xFFFFFFFF)
+            self.assertTrue(data.endswith(nlattr(5, comp + esp)), direction)
+            self.assertEqual(len(data), 168 + 4 + 128)
+            self.assertIn("+IPCOMP", flow.describe())
 
     def test_decode_sa_answer(self) -> None:
         """An SA as the kernel sends it (the ALLOCSPI answer, with XFRMA_SRCADDR)."""
@@ -447,6 +490,43 @@ class ProviderTests(SynchronousTestCase):
         self.kernel.release_spi(ESP, spi, B)       # the larval state was gone: no error
         self.assertEqual(self.recorder.sent[1][0], xfrm.XFRM_MSG_DELSA)
 
+    def test_allocate_cpi(self) -> None:
+        self.recorder.answers.append(spi_answer(b"\x00\x00\x01\x2c"))
+        cpi = self.kernel.allocate_spi(IPCOMP, A, B)
+        self.assertEqual(cpi, b"\x00\x00\x01\x2c")
+        kind, _, request = self.recorder.sent[0]
+        self.assertEqual(kind, xfrm.XFRM_MSG_ALLOCSPI)
+        self.assertEqual((request["id_proto"], request["min"], request["max"]),
+                         (108, 256, 61439))          # RFC 3173 §4.1
+        sa = KernelSA(IPCOMP, cpi, A, B, TUNNEL, None, b"", None, b"", 1, replay_window=0,
+                      comp_transform=IpcompTransform.DEFLATE)
+        self.kernel.add_sa(sa)
+        self.assertEqual(self.recorder.sent[1][0], xfrm.XFRM_MSG_UPDSA)
+        self.kernel.delete_sa(IPCOMP, cpi, B)
+        self.assertEqual(self.recorder.sent[2][2]["proto"], 108)
+
+    def test_refused_ipcomp_sas(self) -> None:
+        base = {"protocol": IPCOMP, "spi": b"\x00\x00\x01\x00", "src": A, "dst": B,
+                "mode": TUNNEL, "enc_transform": None, "enc_key": b"",
+                "auth_algorithm": None, "auth_key": b"", "reqid": 1, "replay_window": 0}
+        for extra, words in (({"comp_transform": IpcompTransform.V42BIS},
+                              "V42BIS (Linux compresses with DEFLATE and LZS)"),
+                             ({}, "no compression transform"),
+                             ({"comp_transform": IpcompTransform.DEFLATE,
+                               "encap": (4500, 4500)}, "only ESP travels in UDP")):
+            error = self.assertRaises(KernelError, self.kernel.add_sa,
+                                      KernelSA(**{**base, **extra}))
+            self.assertIn(words, str(error))
+        self.assertEqual(self.recorder.sent, [])
+
+    def test_ipcomp_unsupported_names_the_option(self) -> None:
+        self.recorder.answers.append(NetlinkRefused(errno.EPROTONOSUPPORT, ""))
+        sa = KernelSA(IPCOMP, b"\x00\x00\x01\x00", A, B, TUNNEL, None, b"", None, b"", 1,
+                      replay_window=0, comp_transform=IpcompTransform.DEFLATE)
+        error = self.assertRaises(KernelError, self.kernel.add_sa, sa)
+        self.assertIn("kernel refused the IPCOMP SA: this kernel has no IPCOMP support "
+                      "(CONFIG_INET_IPCOMP)", str(error))
+
     def test_flows_and_reqids(self) -> None:
         flow = KernelFlow("2001:db8:1::/48", "2001:db8:2::/48", direction="fwd",
                           protocol_sa=ESP, mode=TUNNEL, tunnel_src="2001:db8::1",
@@ -575,6 +655,46 @@ class KernelNamespaceTests(SynchronousTestCase):
         self.assertNotIn("spi 0x00004000", states)
         self.kernel.release_spi(ESP, spi, A)
         self.assertEqual(self.states().strip(), "")
+
+    def test_ipcomp_cpi_state_and_bundle_policy(self) -> None:
+        """ALLOCSPI of a CPI is real on any XFRM kernel; the IPComp state installs
+        where the kernel has IPComp and is refused in words where it has not."""
+        self.ns.run(["modprobe", "-q", "ipcomp"], check=False)     # where modules exist
+        cpi = self.kernel.allocate_spi(IPCOMP, B, A)
+        value = int.from_bytes(cpi, "big")
+        self.assertTrue(256 <= value <= 61439, cpi.hex())
+        self.assertIn(f"proto comp spi 0x{cpi.hex()}", self.states())
+        sa = KernelSA(IPCOMP, cpi, B, A, TUNNEL, None, b"", None, b"", 5, replay_window=0,
+                      comp_transform=IpcompTransform.DEFLATE)
+        try:
+            self.kernel.add_sa(sa)
+        except KernelError as error:
+            self.assertIn("kernel refused the IPCOMP SA: this kernel has no IPCOMP support "
+                          "(CONFIG_INET_IPCOMP)", str(error))
+            installed = False
+        else:
+            installed = True
+            states = self.states()
+            self.assertIn(f"proto comp spi 0x{cpi.hex()} reqid 5 mode tunnel", states)
+            self.assertIn("comp deflate", states)
+        flow = KernelFlow("203.0.113.0/24", "198.51.100.0/24", direction="in",
+                          protocol_sa=ESP, mode=TUNNEL, tunnel_src=B, tunnel_dst=A, reqid=5,
+                          ipcomp=True)
+        self.kernel.add_flow(flow)
+        policies = self.ip("xfrm", "policy")
+        self.assertIn(f"tmpl src {B} dst {A}\n\t\tproto comp reqid 5 mode tunnel\n"
+                      "\t\tlevel use", policies)
+        self.assertIn("tmpl src 0.0.0.0 dst 0.0.0.0\n\t\tproto esp reqid 5 mode transport",
+                      policies)
+        self.kernel.delete_flow(flow)
+        if installed:
+            self.kernel.delete_sa(IPCOMP, cpi, A)
+        else:
+            self.kernel.release_spi(IPCOMP, cpi, A)
+        self.assertEqual(self.ip("xfrm", "policy").strip(), "")
+        # The kernel's ipcomp module adds an IPIP tunnel state with the IPComp SA
+        # (xfrm4_tunnel) and drops it with it: nothing of ours is left.
+        self.assertNotIn("proto comp", self.states())
 
     def kernel_has_esp(self) -> bool:
         assert self.ns is not None

@@ -29,7 +29,13 @@ from isakmpd.config.store import OriginKind
 from isakmpd.crypto.ipsec_keys import ISAKMPD_ESP_DEFAULT_KEY_BITS, ah_layout, esp_layout
 from isakmpd.ike.ids import id_string
 from isakmpd.ike.sa import IpsecSA, IsakmpSA
-from isakmpd.wire.constants import AhTransform, AuthAlgorithm, EspTransform, ProtocolId
+from isakmpd.wire.constants import (
+    AhTransform,
+    AuthAlgorithm,
+    EspTransform,
+    IpcompTransform,
+    ProtocolId,
+)
 
 __all__ = [
     "SA_FLAGS",
@@ -222,6 +228,12 @@ def _protocol_lines(sa: IpsecSA) -> list[str]:
             lines.append(f"Authentication key length: {auth_bytes}")
             name = _AH_NAMES.get(choice.transform_id, f"unknown ({choice.transform_id})")
             lines.append(f"Authentication algorithm: {name}")
+        elif choice.protocol == ProtocolId.IPCOMP:
+            # isakmpd's report_proto has no IPCOMP case ("invalid proto 4"); we
+            # name it, the CPIs are the SPI lines above.
+            lines.append("Transform: IPCOMP")
+            lines.append(f"Compression algorithm: "
+                         f"{IpcompTransform.describe(choice.transform_id)}")
         else:
             lines.append(f"report_proto: invalid proto {int(choice.protocol)}")
     return lines

@@ -435,8 +435,8 @@ class Engine:
                 self.sadb.isakmp_for_peer(ipsec.isakmp_sa.name)
             if carrier is not None:
                 for pair in ipsec.spis:
-                    self.send_informational(carrier, [DeletePayload(pair.protocol, 4,
-                                                                    [pair.our_spi])])
+                    self.send_informational(carrier, [DeletePayload(
+                        pair.protocol, len(pair.our_spi), [pair.our_spi])])   # IPCOMP: 2
             else:
                 self.log.info("no ISAKMP SA with {peer}, {name} deleted without DELETE",
                               peer=ipsec.remote[0], name=ipsec.name)

@@ -12,8 +12,9 @@ informational exchanges (inventory §4.6, RFC 2409 §5.7):
   from a new NAT mapping of the peer moves the SAs first (``Engine.peer_authenticated``,
   RFC 3947 §7). Only then does a
   DELETE remove our SAs: protocol ISAKMP with 16-byte SPIs (the cookie pair), ESP/AH
-  with 4-byte SPIs naming the sender's inbound SAs, i.e. our outbound ones, and only
-  SAs with the sending peer. INITIAL-CONTACT removes older SAs with the peer;
+  with 4-byte SPIs naming the sender's inbound SAs, i.e. our outbound ones, IPCOMP
+  with the sender's 2-byte CPI (or 4 bytes, RFC 2407 §4.4.5), and only SAs with
+  the sending peer; a DELETE of one protocol removes the whole bundle. INITIAL-CONTACT removes older SAs with the peer;
   other notifications are logged.
 
 Unprotected notifications (before an ISAKMP SA exists) are sent and read by the
@@ -164,14 +165,17 @@ class Informational(Exchange):
                 else:
                     self.engine.remove_isakmp_sa(target)
             return
-        if protocol not in (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH) or \
-                payload.spi_size != 4:
+        sizes = (2, 4) if protocol == ProtocolId.IPCOMP else (4,)    # a CPI: RFC 2407 §4.4.5
+        if protocol not in (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH, ProtocolId.IPCOMP) \
+                or payload.spi_size not in sizes:
             self.engine.log.info("{exchange}: DELETE for {protocol} with {size}-byte SPIs "
                                  "ignored", exchange=self.describe(),
                                  protocol=ProtocolId.describe(protocol),
                                  size=payload.spi_size)
             return
         for spi in payload.spis:
+            if protocol == ProtocolId.IPCOMP:
+                spi = spi[-2:]
             ipsec = self.engine.sadb.ipsec_by_peer_spi(protocol, spi, peer)
             if ipsec is None:
                 self.engine.log.info("{exchange}: DELETE of unknown {protocol} SA {spi}",

@@ -28,6 +28,11 @@ key material of IKEv1 negotiations (inventory §2.3–2.5, §3, §4.2–4.5, §5
   configured for the matching connection allows (DESIGN.md §4): same protocols, transform
   ID, encapsulation mode, authentication algorithm (present or absent alike), key length
   range, PFS group (PFS versus no PFS included) and lifetimes.
+* IPComp (RFC 2407 §4.4.5, RFC 3173): a suite may hold an IPCOMP protocol next to
+  ESP or AH (the same proposal number, as isakmpd sends it) or alone; its transforms
+  are DEFLATE or LZS (what Linux installs; OUI and V42BIS are refused as not
+  installable), its "SPI" is the 2-byte CPI. It takes no part in the PFS rule when
+  its transforms carry no GROUP_DESCRIPTION (strongSwan sends none there).
 * Refusals raise :class:`NegotiationError` carrying the notify to send and a message
   naming the peer, what it offered, what we accept, and the attribute that differed for
   the closest candidate (DESIGN.md §5).
@@ -51,6 +56,7 @@ from isakmpd.config.validate import (
     SUPPORTED_ENCRYPTION,
     SUPPORTED_GROUPS,
     SUPPORTED_HASHES,
+    SUPPORTED_IPCOMP,
 )
 from isakmpd.config.values import is_any, match_number, offered_value, parse_offer
 from isakmpd.crypto.cipher import DEFAULT_KEY_BITS, phase1_key_bytes
@@ -908,6 +914,8 @@ class ProtocolChoice:
         if self.auth_algorithm is not None:
             text += "/" + AuthAlgorithm.describe(self.auth_algorithm)
         short = "ESP" if self.protocol == ProtocolId.IPSEC_ESP else "AH"
+        if self.protocol == ProtocolId.IPCOMP:
+            short = "IPCOMP"
         return f"{short}:{text}"
 
 
@@ -972,6 +980,11 @@ def _p2_transform(store: Store, name: str, protocol: ProtocolId) -> _P2XfConfig:
     transform_id = _conf_enum(store, name, "TRANSFORM_ID", kind)
     if transform_id is None:
         raise _config_error(f"[{name}] has no TRANSFORM_ID")
+    if protocol == ProtocolId.IPCOMP and transform_id is not _ANY \
+            and transform_id not in SUPPORTED_IPCOMP:
+        raise _config_error(f"[{name}] TRANSFORM_ID={kind.describe(transform_id)} cannot be "
+                            "installed: the Linux kernel compresses with DEFLATE and LZS "
+                            "only")                                # type: ignore[arg-type]
     mode = _conf_enum(store, name, "ENCAPSULATION_MODE", EncapsulationMode)
     if mode is _ANY:
         raise _config_error(f"[{name}] ENCAPSULATION_MODE=ANY is not supported; write "
@@ -1016,9 +1029,9 @@ def _read_p2_suites(store: Store, connection: str) -> list[_P2SuiteConfig]:
             if not store.has(proto_name):
                 raise _config_error(f"IPsec protocol [{proto_name}] does not exist")
             proto = _conf_enum(store, proto_name, "PROTOCOL_ID", ProtocolId)
-            if proto not in (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH):
-                raise _config_error(f"[{proto_name}] PROTOCOL_ID must be IPSEC_ESP or "
-                                    "IPSEC_AH (IPCOMP is not supported yet)")
+            if proto not in (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH, ProtocolId.IPCOMP):
+                raise _config_error(f"[{proto_name}] PROTOCOL_ID must be IPSEC_ESP, "
+                                    "IPSEC_AH or IPCOMP")
             protocol = ProtocolId(proto)                          # type: ignore[arg-type]
             xf_names = store.get_list(proto_name, "Transforms")
             if not xf_names:
@@ -1029,8 +1042,20 @@ def _read_p2_suites(store: Store, connection: str) -> list[_P2SuiteConfig]:
                 [_p2_transform(store, xf, protocol) for xf in xf_names]))
         if not protocols:
             raise _config_error(f"[{suite_name}] has no Protocols")
+        _check_ipcomp_suite(suite_name, protocols)
         suites.append(_P2SuiteConfig(suite_name, protocols))
     return suites
+
+
+def _check_ipcomp_suite(name: str, protocols: list[_P2ProtoConfig]) -> None:
+    """IPCOMP once, with at most one of ESP and AH: the bundles Linux takes as
+    IPComp + ESP/AH (strongSwan's kernel-netlink builds the same)."""
+    kinds = [proto.protocol for proto in protocols]
+    if ProtocolId.IPCOMP not in kinds:
+        return
+    if kinds.count(ProtocolId.IPCOMP) > 1 or len(kinds) > 2:
+        raise _config_error(f"[{name}] combines {'+'.join(k.label for k in kinds)}; IPCOMP "
+                            "goes alone or with one of IPSEC_ESP and IPSEC_AH")
 
 
 def _p2_attributes(xf: _P2XfConfig, nat_t: bool, draft: bool) -> list[Attribute]:
@@ -1075,7 +1100,8 @@ def quick_mode_offer(store: Store, connection: str, spi_for: Callable[[ProtocolI
                 if xf.transform_id is _ANY:
                     raise _config_error(f"[{xf.name}] TRANSFORM_ID=ANY can be accepted but "
                                         "not offered")
-                groups.add(None if xf.group is None else int(xf.group))  # type: ignore
+                if proto.protocol != ProtocolId.IPCOMP or xf.group is not None:
+                    groups.add(None if xf.group is None else int(xf.group))  # type: ignore
                 transforms.append(TransformPayload(xf_number, int(xf.transform_id),  # type: ignore
                                                    _p2_attributes(xf, nat_t, nat_t_draft)))
             proposals.append(ProposalPayload(number, proto.protocol, spis[proto.protocol],
@@ -1085,7 +1111,8 @@ def quick_mode_offer(store: Store, connection: str, spi_for: Callable[[ProtocolI
                           for g in sorted(groups, key=lambda g: -1 if g is None else g))
         raise _config_error(f"the suites of connection {connection} must all use the same "
                             f"PFS group (RFC 2409 §5.5: one KE payload), but they use {names}")
-    return SaPayload(Doi.IPSEC, Situation.IDENTITY_ONLY, proposals), groups.pop()
+    return (SaPayload(Doi.IPSEC, Situation.IDENTITY_ONLY, proposals),
+            groups.pop() if groups else None)
 
 
 @dataclass
@@ -1176,11 +1203,22 @@ def _fill_p2(offered: _P2Offered) -> None:
                 offered.problem = "AH without AUTHENTICATION_ALGORITHM"
                 return
             ah_layout(tid, offered.auth)
+        elif offered.protocol == ProtocolId.IPCOMP:
+            if tid not in SUPPORTED_IPCOMP:
+                offered.problem = (f"IPCOMP transform {IpcompTransform.describe(tid)} cannot "
+                                   "be installed (Linux compresses with DEFLATE and LZS)")
+            elif offered.auth is not None or offered.key_length is not None:
+                offered.problem = "IPCOMP with AUTHENTICATION_ALGORITHM or KEY_LENGTH"
         else:
             offered.problem = f"protocol {ProtocolId.describe(offered.protocol)} is not " \
                               "supported"
     except CryptoError as error:
         offered.problem = str(error)
+
+
+def _pfs_free(read: _P2Offered) -> bool:
+    """An IPCOMP transform without GROUP_DESCRIPTION says nothing about PFS."""
+    return read.protocol == ProtocolId.IPCOMP and read.group is None
 
 
 def _p2_compare(offered: _P2Offered, xf: _P2XfConfig, nat_t: bool
@@ -1203,7 +1241,9 @@ def _p2_compare(offered: _P2Offered, xf: _P2XfConfig, nat_t: bool
     mode_reason = _mode_reason(offered.encapsulation, xf.encapsulation, nat_t)
     checks.append((mode_reason is None, lambda: str(mode_reason)))
     group = None if xf.group is None or xf.group is _ANY else int(xf.group)  # type: ignore
-    checks.append((xf.group is _ANY or group == offered.group,
+    # An IPCOMP transform of ours without a group follows the ESP/AH one's PFS.
+    free = offered.protocol == ProtocolId.IPCOMP and xf.group is None
+    checks.append((xf.group is _ANY or free or group == offered.group,
                    lambda: _pfs_reason(offered.group, group)))
     lives = _match_lives(offered.lives, xf.lives)
     checks.append((lives.reason is None, lambda: str(lives.reason)))
@@ -1415,7 +1455,7 @@ def _pick_protocols(group: list[ProposalPayload], suite: _P2SuiteConfig, nat_t: 
             return total + best[0], best[1]
         total += 10
         picks.append(found)
-    groups = {pick.read.group for pick in picks}
+    groups = {pick.read.group for pick in picks if not _pfs_free(pick.read)}
     if len(groups) > 1:
         return total, "the protocols of the proposal use different PFS groups"
     return picks
@@ -1439,7 +1479,8 @@ def _build_choice(group: list[ProposalPayload], picks: list[_Pick],
             protocol, int(transform.transform_id), pick.mode, pick.read.auth,
             pick.read.key_length, pick.lives.seconds, pick.lives.kilobytes, our_spi,
             bytes(pick.proposal.spi), pick.proto.replay_window))
-    suite = Phase2Suite(tuple(choices), picks[0].read.group, shortened, group[0].number)
+    pfs = next((p.read.group for p in picks if not _pfs_free(p.read)), None)
+    suite = Phase2Suite(tuple(choices), pfs, shortened, group[0].number)
     return SaPayload(Doi.IPSEC, Situation.IDENTITY_ONLY, reply_proposals), suite
 
 
@@ -1511,7 +1552,8 @@ def quick_mode_accept(offer: SaPayload, reply: SaPayload, peer: str, *,
         if match is None:
             raise refuse(f"{read.describe()} is not one of our transforms")
         ours_read, lives = match
-        groups_seen.add(read.group)
+        if not _pfs_free(read):
+            groups_seen.add(read.group)
         mode = (EncapsulationMode.TUNNEL if ours_read.encapsulation is None
                 else plain_mode(ours_read.encapsulation))
         window = (replay_windows or {}).get(int(proposal.protocol_id), DEFAULT_REPLAY_WINDOW)
@@ -1521,7 +1563,8 @@ def quick_mode_accept(offer: SaPayload, reply: SaPayload, peer: str, *,
             bytes(proposal.spi), window))
     if len(groups_seen) > 1:
         raise refuse("the chosen transforms use different PFS groups")
-    return Phase2Suite(tuple(choices), groups_seen.pop(), False, chosen[0].number)
+    return Phase2Suite(tuple(choices), groups_seen.pop() if groups_seen else None, False,
+                       chosen[0].number)
 
 
 # --- phase 2 IDs and connections -------------------------------------------------------

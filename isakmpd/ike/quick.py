@@ -33,6 +33,16 @@ initiator's and the responder's original addresses as the sender knows them (typ
 21, or 131 with the drafts); the received ones are checked and kept on the IpsecSA
 (:attr:`IpsecSA.nat_oa`).
 
+IPComp (RFC 2407 §4.4.5, RFC 3173): an IPCOMP protocol rides in a proposal next to
+ESP/AH (or alone) with a 2-byte CPI in the SPI field; the kernel allocates it (the
+4-byte kernel form has two zero bytes first; a peer's 4-byte CPI is read from its
+low two bytes). It has no KEYMAT (isakmpd's ike_quick_mode.c skips IPCOMP there).
+Both directions are installed as IPComp SAs in the negotiated mode without
+lifetimes of their own (they go with the bundle, as strongSwan installs them), the
+ESP/AH SAs then in transport mode inside, and the flows name both (KernelFlow
+``ipcomp``). DELETE names the IPCOMP CPI too, one per protocol, as isakmpd's
+message_send_delete does.
+
 RESPONDER-LIFETIME (RFC 2407 §4.6.3.1): when the responder cut a lifetime the
 initiator offered to its own maximum (:attr:`Phase2Suite.responder_lifetime`), QM2
 carries, after the IDs, one notification per protocol with the responder's inbound
@@ -155,6 +165,8 @@ class QuickMode(Exchange):
             raise ExchangeError(None, f"{self.describe()}: no SPI from the kernel: "
                                       f"{error}") from None
         self._allocated.append((member(ProtocolId, protocol), bytes(spi), dst))
+        if protocol == ProtocolId.IPCOMP:
+            return bytes(spi)[-2:]          # the CPI (RFC 2407 §4.4.5)
         return bytes(spi)
 
     def failure_cleanup(self) -> None:
@@ -490,7 +502,8 @@ class QuickMode(Exchange):
         for choice in self.suite.protocols:
             if choice.our_spi:
                 self.engine.send_informational(self.sa, [DeletePayload(
-                    member(ProtocolId, choice.protocol), 4, [bytes(choice.our_spi)])])
+                    member(ProtocolId, choice.protocol), len(choice.our_spi),
+                    [bytes(choice.our_spi)])])
         self.engine.log.info("{what}: the peer was sent DELETE for the SAs we could not "
                              "install", what=self.describe())
 
@@ -530,9 +543,19 @@ class QuickMode(Exchange):
                         started_seq=self.started_seq, nonces=(self.ni_b, self.nr_b),
                         nat_oa=self.nat_oa_received if self._udp_transport() else None)
         pairs: list[SpiPair] = []
+        compressed = len(self.suite.protocols) > 1 and any(
+            c.protocol == ProtocolId.IPCOMP for c in self.suite.protocols)
         try:
             for choice in self.suite.protocols:
                 protocol = member(ProtocolId, choice.protocol)
+                if protocol == ProtocolId.IPCOMP:
+                    self._install_ipcomp(ipsec, choice, reqid)
+                    pairs.append(SpiPair(protocol, bytes(choice.our_spi)[-2:],
+                                         bytes(choice.peer_spi)[-2:]))
+                    if not compressed:              # IPCOMP alone: its lifetimes
+                        ipsec.life_seconds = choice.life_seconds
+                        ipsec.life_kilobytes = choice.life_kilobytes
+                    continue
                 if protocol == ProtocolId.IPSEC_ESP:
                     layout = esp_layout(choice.transform_id, choice.key_length,
                                         choice.auth_algorithm, ISAKMPD_ESP_DEFAULT_KEY_BITS)
@@ -542,6 +565,8 @@ class QuickMode(Exchange):
                     self._hash_alg(), keys.skeyid_d, layout, choice.our_spi, choice.peer_spi,
                     self.ni_b, self.nr_b, self.g_qm_xy)
                 mode = natt.plain_mode(choice.encapsulation)
+                if compressed:
+                    mode = EncapsulationMode.TRANSPORT      # inside the IPComp SA
                 auth = int(layout.auth_algorithm) if layout.auth_algorithm else None
                 for sa_keys, src, dst, encap, seq in (
                         (inbound, remote[0], local[0], in_encap, None),
@@ -573,6 +598,20 @@ class QuickMode(Exchange):
                             (n.lower() for n in self.store.get_list("Phase 2", "Connections")))
         return ipsec
 
+    def _install_ipcomp(self, ipsec: IpsecSA, choice: Any, reqid: int) -> None:
+        """Both directions of the IPComp SA: the CPIs widened to the kernel's 4
+        bytes, the compression transform, the bundle's mode; no keys, no replay
+        window, no lifetimes of its own (RFC 3173; strongSwan's kernel-netlink)."""
+        mode = natt.plain_mode(choice.encapsulation)
+        local, remote = self.sa.local[0], self.sa.remote[0]
+        for cpi, src, dst in ((choice.our_spi, remote, local),
+                              (choice.peer_spi, local, remote)):
+            kernel_sa = KernelSA(ProtocolId.IPCOMP, _kernel_cpi(cpi), src, dst, mode, None,
+                                 b"", None, b"", reqid, replay_window=0,
+                                 comp_transform=int(choice.transform_id))
+            self.engine.kernel.add_sa(kernel_sa)
+            ipsec.kernel_sas.append(kernel_sa)
+
     def _undo(self, ipsec: IpsecSA) -> None:
         for flow in ipsec.flows:
             try:
@@ -591,6 +630,10 @@ class QuickMode(Exchange):
                reqid: int) -> list[KernelFlow]:
         choices = self.suite.protocols
         outer = next((c for c in choices if c.protocol == ProtocolId.IPSEC_ESP), choices[0])
+        if outer.protocol == ProtocolId.IPCOMP and len(choices) > 1:
+            outer = choices[1]                  # IPCOMP + AH: AH inside IPComp
+        compressed = outer.protocol != ProtocolId.IPCOMP and any(
+            c.protocol == ProtocolId.IPCOMP for c in choices)
         mode = natt.plain_mode(outer.encapsulation)
         tunnel = mode == EncapsulationMode.TUNNEL
         local_ip, remote_ip = self.sa.local[0], self.sa.remote[0]
@@ -598,6 +641,8 @@ class QuickMode(Exchange):
         proto = local_sel.protocol or remote_sel.protocol
         common = {"protocol": proto, "protocol_sa": member(ProtocolId, outer.protocol), "mode": mode,
                   "reqid": reqid}
+        if compressed:
+            common["ipcomp"] = True
         flows = [KernelFlow(local_net, remote_net, src_port=local_sel.port,
                             dst_port=remote_sel.port, direction="out",
                             tunnel_src=local_ip if tunnel else None,
@@ -609,3 +654,9 @@ class QuickMode(Exchange):
                                     tunnel_src=remote_ip if tunnel else None,
                                     tunnel_dst=local_ip if tunnel else None, **common))
         return flows
+
+
+def _kernel_cpi(cpi: bytes) -> bytes:
+    """A CPI as the kernel keeps it: 4 bytes, the CPI in the low two (RFC 2407
+    §4.4.5 lets a peer send it as 4 bytes already)."""
+    return bytes(cpi)[-2:].rjust(4, b"\0")

@@ -21,6 +21,7 @@ from isakmpd.wire.constants import (
     AuthAlgorithm,
     EncapsulationMode,
     EspTransform,
+    IpcompTransform,
     ProtocolId,
 )
 
@@ -50,6 +51,12 @@ class KernelSA:
     (xfrm_usersa_info.seq, net/xfrm/xfrm_state.c __xfrm_find_acq_byseq).
     ``enc_key`` carries the cipher key with the salt at its end (RFC 4106 §8.1 for
     AES-GCM, RFC 3686 §5.1 for AES-CTR); it is empty for AH and ESP_NULL.
+
+    IPComp (RFC 3173): ``protocol`` IPCOMP, ``spi`` the 2-byte CPI widened to 4 bytes
+    (two zero bytes first, as XFRM and PF_KEY keep it), ``comp_transform`` the
+    IPCOMP transform (DEFLATE or LZS), no keys and no replay window. In a bundle with
+    ESP or AH the IPComp SA carries the negotiated mode and the ESP/AH SA is in
+    transport mode inside it (as Linux wants it; strongSwan's kernel-netlink does so).
     """
 
     protocol: ProtocolId
@@ -67,6 +74,7 @@ class KernelSA:
     replay_window: int = 16
     encap: tuple[int, int] | None = None
     acquire_seq: int | None = None
+    comp_transform: int | None = None
 
     def describe(self) -> str:
         """One readable line without key material, for logs and reports."""
@@ -84,6 +92,8 @@ class KernelSA:
             algorithms.append(name)
         if self.auth_algorithm is not None:
             algorithms.append(AuthAlgorithm.describe(self.auth_algorithm))
+        if self.comp_transform is not None:
+            algorithms.append(IpcompTransform.describe(self.comp_transform))
         if algorithms:
             parts.append("/".join(algorithms))
         parts.append(f"reqid {self.reqid}")
@@ -117,6 +127,12 @@ class KernelFlow:
     ``protocol`` 0 and ports 0 mean any. ``direction`` is "out", "in" or "fwd".
     ``tunnel_src``/``tunnel_dst`` are the outer endpoints in tunnel mode (None in
     transport mode). Everything after the two networks is passed by keyword.
+
+    ``ipcomp`` (optional) says the bundle compresses too (RFC 3173): the policy's
+    templates are IPCOMP first (in ``mode``, with the tunnel endpoints; optional on
+    in and fwd so packets the peer left uncompressed pass) and then ``protocol_sa``
+    in transport mode, the order strongSwan's kernel-netlink uses. A suite of IPCOMP
+    alone has ``protocol_sa`` IPCOMP and ``ipcomp`` False.
     """
 
     src_net: str
@@ -131,6 +147,7 @@ class KernelFlow:
     tunnel_src: str | None
     tunnel_dst: str | None
     reqid: int
+    ipcomp: bool = False
 
     def selector(self) -> tuple[str, str, int, int, int, str]:
         """What identifies the policy in the kernel (the reqid and SA template do not)."""
@@ -147,6 +164,8 @@ class KernelFlow:
         text += f" proto {self.protocol}" if self.protocol else " proto any"
         text += f" {ProtocolId.describe(self.protocol_sa)}" \
                 f" {EncapsulationMode.describe(self.mode)}"
+        if self.ipcomp:
+            text += " +IPCOMP"
         if self.tunnel_src is not None or self.tunnel_dst is not None:
             text += f" {self.tunnel_src} -> {self.tunnel_dst}"
         return text + f" reqid {self.reqid}"
@@ -161,6 +180,9 @@ class IKernel(zope.interface.Interface):
     def allocate_spi(protocol: ProtocolId, src: str, dst: str) -> bytes:
         """Reserve and return a fresh 4-byte inbound SPI for SAs from src to dst (us).
 
+        For IPCOMP it is a CPI from the negotiable range 256..61439 (RFC 3173 §4.1),
+        returned as 4 bytes whose first two are zero (XFRM ALLOCSPI with
+        IPPROTO_COMP); the caller sends the last two as the CPI (RFC 2407 §4.4.5).
         Raises KernelError when the protocol is not supported or no SPI is free.
         """
 

@@ -8,7 +8,11 @@ XFRM for a bookkeeping reason:
 * SPIs are 4 bytes; ``allocate_spi`` hands out random SPIs >= 256 (RFC 4303 §2.1:
   1-255 are reserved, 0 is never sent) that are unique per (protocol, destination)
   among the SPIs reserved and installed, drawn from an injected RandomSource so a
-  seeded run is reproducible;
+  seeded run is reproducible; IPCOMP CPIs come from 256..61439 (RFC 3173 §4.1), as
+  4 bytes with the first two zero, like XFRM's;
+* an IPCOMP SA needs its compression transform (DEFLATE or LZS, what Linux has) and
+  its CPI inside the negotiable range; it takes no UDP encapsulation (RFC 3948 is
+  for ESP);
 * a second SA with the same (protocol, SPI, destination) is refused, and deleting an
   SA that is not there is an error (both KernelError, like EEXIST/ESRCH from netlink);
 * ``release_spi`` forgets a reservation no SA was added with (an unknown one is a
@@ -32,14 +36,16 @@ from isakmpd.crypto.random import RandomSource
 from isakmpd.debug import DebugClass
 from isakmpd.kernel.interface import IKernel, KernelError, KernelFlow, KernelSA
 from isakmpd.wire import addresses
-from isakmpd.wire.constants import EncapsulationMode, ProtocolId, member
+from isakmpd.wire.constants import EncapsulationMode, IpcompTransform, ProtocolId, member
 
 __all__ = ["MemoryKernel"]
 
 SPI_MIN = 256                   # RFC 4303 §2.1, RFC 4302 §2.4: 1..255 reserved
 SPI_MAX = 0xFFFFFFFF
 _SPI_ATTEMPTS = 1000            # random draws before giving up (only when nearly full)
-_PROTOCOLS = (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH)
+_PROTOCOLS = (ProtocolId.IPSEC_ESP, ProtocolId.IPSEC_AH, ProtocolId.IPCOMP)
+CPI_MIN, CPI_MAX = 256, 61439   # RFC 3173 §4.1: negotiated CPIs
+_COMPRESSION = (IpcompTransform.DEFLATE, IpcompTransform.LZS)
 _MODES = (EncapsulationMode.TUNNEL, EncapsulationMode.TRANSPORT)
 _DIRECTIONS = ("out", "in", "fwd")
 
@@ -64,7 +70,7 @@ def _network(text: str, what: str) -> ipaddress.IPv4Network | ipaddress.IPv6Netw
 def _protocol(protocol: int) -> ProtocolId:
     if protocol not in _PROTOCOLS:
         raise KernelError(f"protocol {ProtocolId.describe(protocol)} is not supported by the "
-                          "kernel interface (only IPSEC_ESP and IPSEC_AH)")
+                          "kernel interface (only IPSEC_ESP, IPSEC_AH and IPCOMP)")
     return member(ProtocolId, protocol)
 
 
@@ -72,6 +78,21 @@ def _spi(spi: bytes) -> bytes:
     if not isinstance(spi, bytes) or len(spi) != 4:
         raise KernelError(f"an SPI must be 4 bytes, got {spi!r}")
     return spi
+
+
+def _check_ipcomp(sa: KernelSA, spi: bytes, dst: str) -> None:
+    """What a Linux kernel would refuse in an IPComp SA (RFC 3173)."""
+    if sa.comp_transform not in _COMPRESSION:
+        name = ("none" if sa.comp_transform is None
+                else IpcompTransform.describe(sa.comp_transform))
+        raise KernelError(f"IPCOMP SA cpi 0x{spi.hex()} to {dst} needs DEFLATE or LZS, not "
+                          f"{name}")
+    if not CPI_MIN <= int.from_bytes(spi, "big") <= CPI_MAX:
+        raise KernelError(f"IPCOMP SA cpi 0x{spi.hex()} to {dst} is outside the negotiable "
+                          f"CPIs {CPI_MIN}..{CPI_MAX} (RFC 3173 §4.1)")
+    if sa.encap is not None:
+        raise KernelError(f"IPCOMP SA cpi 0x{spi.hex()} to {dst}: only ESP travels in UDP "
+                          "(RFC 3948)")
 
 
 @implementer(IKernel)
@@ -96,8 +117,10 @@ class MemoryKernel:
         protocol = _protocol(protocol)
         _address(src, "source")
         dst = _address(dst, "destination")
+        low, high = ((CPI_MIN, CPI_MAX) if protocol == ProtocolId.IPCOMP
+                     else (SPI_MIN, SPI_MAX))
         for _ in range(_SPI_ATTEMPTS):
-            value = SPI_MIN + self._rng.randbelow(SPI_MAX - SPI_MIN + 1)
+            value = low + self._rng.randbelow(high - low + 1)
             spi = value.to_bytes(4, "big")
             key = (protocol, spi, dst)
             if key not in self.reserved and key not in self.sas:
@@ -131,6 +154,8 @@ class MemoryKernel:
                               "algorithm")
         if protocol == ProtocolId.IPSEC_ESP and sa.enc_transform is None:
             raise KernelError(f"ESP SA spi 0x{spi.hex()} to {dst} has no encryption transform")
+        if protocol == ProtocolId.IPCOMP:
+            _check_ipcomp(sa, spi, dst)
         key = (protocol, spi, dst)
         if key in self.sas:
             raise KernelError(f"an {protocol.label} SA with SPI 0x{spi.hex()} to {dst} "

@@ -55,7 +55,16 @@ What exists:
 
 The daemon uses this provider without ``-n`` (:mod:`isakmpd.service`: the events go
 to the engine; at shutdown the engine removes its SAs and policies one by one from
-its records, never with a flush). What does not exist yet: IPComp.
+its records, never with a flush).
+
+* IPComp (RFC 3173) as strongSwan's kernel-netlink installs it: CPIs from ALLOCSPI
+  with IPPROTO_COMP and the range 256..61439 (the 2-byte CPI sits in the low half
+  of the SPI field); the IPComp SA with XFRMA_ALG_COMP (``deflate`` or ``lzs``, no
+  key), no replay window, in the bundle's mode, the ESP/AH SA in transport mode
+  inside it; policies of a bundle carry two templates, IPComp first (the mode and
+  the tunnel endpoints; optional on in and fwd so that packets the peer sent
+  uncompressed, which the kernel receives through the IPIP tunnel state its
+  ipcomp module adds, pass) and then ESP/AH in transport mode.
 On this machine's kernel (XFRM without ESP or AH) only ALLOCSPI, policies, deletes,
 the socket bypass and the ACQUIRE/EXPIRE events are proven; installing a full SA is
 tested against a recorded fake socket (the messages) and against the kernel only
@@ -85,7 +94,13 @@ from isakmpd import debug
 from isakmpd.debug import DebugClass
 from isakmpd.kernel.interface import IKernel, KernelError, KernelFlow, KernelSA
 from isakmpd.wire import addresses
-from isakmpd.wire.constants import AuthAlgorithm, EncapsulationMode, EspTransform, ProtocolId
+from isakmpd.wire.constants import (
+    AuthAlgorithm,
+    EncapsulationMode,
+    EspTransform,
+    IpcompTransform,
+    ProtocolId,
+)
 
 __all__ = [
     "AUTHENTICATION",
@@ -152,6 +167,8 @@ XFRMNLGRP_EXPIRE = 2
 
 IPPROTO_ESP = 50
 IPPROTO_AH = 51
+IPPROTO_COMP = 108
+CPI_MIN, CPI_MAX = 256, 61439    # RFC 3173 §4.1: the negotiated CPIs
 
 SPI_MIN = 256                    # RFC 4303 §2.1, RFC 4302 §2.4: 1..255 reserved
 SPI_MAX = 0xFFFFFFFF
@@ -184,6 +201,12 @@ AUTHENTICATION: dict[int, tuple[str, int]] = {
     AuthAlgorithm.HMAC_RIPEMD: ("hmac(rmd160)", 96),     # RFC 2857
 }
 """AUTHENTICATION_ALGORITHM -> (kernel name, truncation length in bits)."""
+
+COMPRESSION: dict[int, str] = {
+    IpcompTransform.DEFLATE: "deflate",           # RFC 2394
+    IpcompTransform.LZS: "lzs",                   # RFC 2395
+}
+"""IPCOMP transform -> kernel compression name (OUI and V42BIS have none)."""
 
 _DIRECTIONS = {"in": XFRM_POLICY_IN, "out": XFRM_POLICY_OUT, "fwd": XFRM_POLICY_FWD}
 
@@ -300,6 +323,7 @@ class _xfrm_attributes(_zero_bytes):
     nla_map = (
         (1, "XFRMA_ALG_AUTH", "xfrm_algo"),
         (2, "XFRMA_ALG_CRYPT", "xfrm_algo"),
+        (3, "XFRMA_ALG_COMP", "xfrm_algo"),
         (4, "XFRMA_ENCAP", "xfrm_encap_tmpl"),
         (5, "XFRMA_TMPL", "xfrm_user_tmpl"),
         (9, "XFRMA_LTIME_VAL", "xfrm_lifetime_cur"),
@@ -348,6 +372,14 @@ class _xfrm_attributes(_zero_bytes):
             ("calgos", "I"),
         )
 
+        def ft_encode(self, offset: int) -> tuple[int, int]:
+            # A policy's templates are one XFRMA_TMPL holding an array of structs;
+            # ``more`` lists the values of the ones after the first (an IPComp bundle).
+            offset, diff = super().ft_encode(offset)
+            extra = b"".join(_pack_template(values) for values in self.get("more") or ())
+            self.data.extend(extra)
+            return offset + len(extra), diff
+
     class xfrm_address(_nla):
         """xfrm_address_t (16 bytes; IPv4 in the first 4)."""
 
@@ -362,6 +394,15 @@ class _xfrm_attributes(_zero_bytes):
         """struct xfrm_replay_state: last sequence number sent, highest received, bitmap."""
 
         fields = (("oseq", "I"), ("seq", "I"), ("bitmap", "I"))
+
+
+def _pack_template(values: dict[str, Any]) -> bytes:
+    """One struct xfrm_user_tmpl (64 bytes) from field values (missing ones 0)."""
+    fields = _xfrm_attributes.xfrm_user_tmpl.fields
+    fmt = "=" + "".join(f for _, f in fields)
+    args = [values.get(name, b"" if f.endswith("s") else 0)
+            for name, f in fields if not f.endswith("x")]
+    return struct.pack(fmt, *args)
 
 
 class xfrm_usersa_info(_xfrm_attributes, nlmsg):
@@ -597,11 +638,15 @@ def _ipproto(protocol: int) -> int:
         return IPPROTO_ESP
     if protocol == ProtocolId.IPSEC_AH:
         return IPPROTO_AH
+    if protocol == ProtocolId.IPCOMP:
+        return IPPROTO_COMP
     raise KernelError(f"protocol {ProtocolId.describe(protocol)} is not supported by the "
-                      "XFRM provider (only IPSEC_ESP and IPSEC_AH)")
+                      "XFRM provider (only IPSEC_ESP, IPSEC_AH and IPCOMP)")
 
 
 def _label(protocol: int) -> str:
+    if protocol == ProtocolId.IPCOMP:
+        return "IPCOMP"
     return "ESP" if protocol == ProtocolId.IPSEC_ESP else "AH"
 
 
@@ -637,6 +682,20 @@ def _reason(code: int, protocol: int | None, family: int | None) -> str:
         errno.EAFNOSUPPORT: "this kernel does not support that address family here",
     }
     return words.get(code, os.strerror(code))
+
+
+def _compression(sa: KernelSA) -> dict[str, Any]:
+    """The XFRMA_ALG_COMP value of an IPComp SA (RFC 3173): the name, no key."""
+    name = COMPRESSION.get(sa.comp_transform) if sa.comp_transform is not None else None
+    if name is None:
+        what = ("no compression transform" if sa.comp_transform is None
+                else IpcompTransform.describe(sa.comp_transform))
+        raise KernelError(f"the kernel has no algorithm for IPCOMP SA {sa.describe()}: "
+                          f"{what} (Linux compresses with DEFLATE and LZS)")
+    if sa.auth_algorithm is not None or sa.enc_transform is not None:
+        raise KernelError(f"IPCOMP SA {sa.describe()} must not have cipher or "
+                          "authentication algorithms")
+    return {"alg_name": name.encode(), "alg_key_len": 0, "alg_key": b""}
 
 
 def _policy_priority(src: ipaddress.IPv4Network | ipaddress.IPv6Network,
@@ -717,8 +776,9 @@ class XfrmKernel:
         msg["saddr"] = _xaddr(source)
         msg["family"] = family
         msg["sel_family"] = family
-        msg["min"] = SPI_MIN
-        msg["max"] = SPI_MAX
+        ipcomp = protocol == ProtocolId.IPCOMP
+        msg["min"] = CPI_MIN if ipcomp else SPI_MIN
+        msg["max"] = CPI_MAX if ipcomp else SPI_MAX
         what = f"to allocate an {_label(protocol)} SPI for {src} -> {dst}"
         answers = self._send(msg, XFRM_MSG_ALLOCSPI, 0, what, protocol, family)
         if not answers:
@@ -814,6 +874,8 @@ class XfrmKernel:
                 attrs.append(("XFRMA_ALG_CRYPT", {"alg_name": name.encode(),
                                                   "alg_key_len": len(key) * 8,
                                                   "alg_key": key}))
+        elif sa.protocol == ProtocolId.IPCOMP:
+            attrs.append(("XFRMA_ALG_COMP", _compression(sa)))
         elif sa.auth_algorithm is None:
             raise KernelError(f"AH SA {sa.describe()} has no authentication algorithm")
         if sa.auth_algorithm is not None:
@@ -991,6 +1053,15 @@ class XfrmKernel:
             template["id_daddr"] = _xaddr(outer_dst)
             template["saddr"] = _xaddr(outer_src)
             template["family"] = _family(outer_dst)
+        if flow.ipcomp:
+            # IPComp outside (the flow's mode and endpoints), then ESP/AH in
+            # transport mode; IPComp optional inbound, where a packet too small to
+            # compress arrives without it (RFC 3173 §2.2), as strongSwan does.
+            inner = {**template, "mode": XFRM_MODE_TRANSPORT, "id_daddr": b"",
+                     "saddr": b"", "family": _family(src)}
+            template["id_proto"] = IPPROTO_COMP
+            template["optional"] = 0 if flow.direction == "out" else 1
+            template["more"] = [inner]
         msg["attrs"] = [("XFRMA_TMPL", template)]
         return msg
 

@@ -373,7 +373,8 @@ def kernel_sa_mismatches(one: MemoryKernel, other: MemoryKernel) -> list[str]:
     for key, mine in one.sas.items():
         theirs = other.sas[key]
         for attr in ("protocol", "spi", "src", "dst", "mode", "enc_transform", "enc_key",
-                     "auth_algorithm", "auth_key", "life_seconds", "life_kilobytes"):
+                     "auth_algorithm", "auth_key", "life_seconds", "life_kilobytes",
+                     "comp_transform"):
             if getattr(mine, attr) != getattr(theirs, attr):
                 problems.append(f"{key}: {attr} differs")
     return problems
