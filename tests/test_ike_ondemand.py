@@ -26,6 +26,7 @@ from tests.support.ikepair import (
     EAST_NET,
     WEST,
     WEST_NET,
+    collect,
     kernel_sa_mismatches,
     make_pair,
     ready_ipsec,
@@ -84,6 +85,34 @@ class OnDemandTests(SynchronousTestCase):
         self.assertFalse(self.west.engine.keep_up("Connection-5"))
         self.assertFalse(ipsec.stay_alive)
         self.assertIsNotNone(theirs)
+
+    def test_the_peer_rekeying_our_ondemand_connection_is_answered(self) -> None:
+        # West has no connection of its own for these IDs: only the dynamic one.
+        self.west.engine.store.remove("Phase 2", "Connections")
+        self.west.engine.kernel_acquire(acquire(5, reqid=7))
+        self.network.run()
+        [ours] = self.ondemand()
+        # East starts a new Quick Mode for its "conn" (a rekey from its side).
+        self.east.engine.initiate_connection("conn")
+        self.network.run()
+        sas = self.ondemand()
+        self.assertEqual(len(sas), 2, self.west.log_text())
+        [answered] = [sa for sa in sas if sa is not ours]
+        self.assertFalse(answered.initiator)
+        # Answered under the dynamic connection: its reqid, and still no flows of
+        # ours that would replace the administrator's policies.
+        self.assertEqual([k.reqid for k in answered.kernel_sas], [7, 7])
+        self.assertEqual(self.west.kernel.flows, [])
+        self.assertTrue(all(k.acquire_seq is None for k in answered.kernel_sas))
+        self.assertEqual(kernel_sa_mismatches(self.west.kernel, self.east.kernel), [])
+
+    def test_without_a_dynamic_connection_the_peer_is_refused(self) -> None:
+        self.west.engine.store.remove("Phase 2", "Connections")
+        result = collect(self.east.engine.initiate_connection("conn"))
+        self.network.run()
+        self.assertIn("INVALID_ID_INFORMATION", result[0].getErrorMessage())
+        self.assertEqual(ready_ipsec(self.west, "conn"), [])
+        self.assertEqual(len(self.west.kernel.sas), 0)
 
     def test_no_flows_template_reqid_and_seq_on_the_outbound_sa(self) -> None:
         self.west.engine.kernel_acquire(acquire(5, reqid=7))

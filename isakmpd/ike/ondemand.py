@@ -32,6 +32,10 @@ no SA, the kernel sends XFRM_MSG_ACQUIRE and :meth:`OnDemand.acquire` negotiates
   the template's reqid on the SAs (the kernel takes an SA for a template only when
   the reqids are equal, 0 included: net/xfrm/xfrm_state.c xfrm_state_find), and
   the ACQUIRE's seq on the outbound SA so the kernel replaces its larval state.
+* The peer may rekey a dynamic connection (or start one for the same policy): the
+  responder's connection lookup (:func:`policy.find_passive_connection`) also looks
+  at dynamic connections, and the SAs answered under one get its reqid and no flows
+  either.
 * The dynamic connection is not in the connection checker's list, so it is not
   kept up. A kernel soft EXPIRE of one of its SAs renegotiates it, unless the SA
   was replaced or carried no traffic (:meth:`OnDemand.kernel_soft_expired`); when

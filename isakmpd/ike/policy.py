@@ -1613,6 +1613,13 @@ def _read_passive_candidates(store: Store) -> list[str]:
             continue
         if name.lower() not in (n.lower() for n in names):
             names.append(name)
+    # Dynamic connections made from kernel ACQUIREs (isakmpd.ike.ondemand): the peer
+    # may rekey them, or start them itself for the same policy, and we answer.
+    for name in store.get_section_names():
+        if (name.lower().startswith("connection-")
+                and "__ondemand" in (f.lower() for f in store.get_list(name, "Flags"))
+                and name.lower() not in (n.lower() for n in names)):
+            names.append(name)
     return names
 
 
@@ -1623,7 +1630,7 @@ def find_passive_connection(store: Store, peer_section_or_none: str | None,
     """Responder: the connection whose Remote-ID matches IDci and Local-ID matches IDcr.
 
     Candidates are ``[Phase 2]`` Passive-connections, then Connections (unless
-    ``Flags=active-only``). Without IDs the peers' addresses stand in (inventory §4.5).
+    ``Flags=active-only``), then the dynamic connections of kernel ACQUIREs. Without IDs the peers' addresses stand in (inventory §4.5).
     A connection naming another ISAKMP-peer than ``peer_section_or_none`` is skipped. A
     connection without Remote-ID accepts the peer's own address only (or, with
     ``nat_t``, any single host, the peer's address before NAT); without Local-ID it is

@@ -534,8 +534,9 @@ class QuickMode(Exchange):
         local_sel, remote_sel = self._selectors()
         # On demand (a kernel ACQUIRE): the template's reqid, its seq on the outbound
         # SA, and no flows (the administrator's policies are the flows).
-        ondemand = (self.engine.ondemand.install_hints(self.connection) if self.initiator
-                    else None)
+        # As responder too: the peer may rekey our on-demand connection, and its SAs
+        # must not get flows that would replace the administrator's policies.
+        ondemand = self.engine.ondemand.install_hints(self.connection)
         reqid = kernel.new_reqid() if ondemand is None else ondemand[0]
         ipsec = IpsecSA(self.connection or "?", self.sa, local, remote, self.initiator,
                         self.engine.now(), suite=self.suite, reqid=reqid,
