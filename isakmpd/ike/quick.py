@@ -69,6 +69,7 @@ from isakmpd.crypto.ipsec_keys import (
     quick_mode_hash3,
 )
 from isakmpd.crypto.prf import CryptoError
+from isakmpd.debug import DebugClass
 from isakmpd.ike import ids, natt, policy
 from isakmpd.ike.exchange import Exchange, ExchangeError, MessageSpec
 from isakmpd.ike.informational import lifetime_data, read_lifetime
@@ -141,6 +142,9 @@ class QuickMode(Exchange):
         self._nat_oa: list[Payload] = []                  # NAT-OAi, NAT-OAr we send
         self.nat_oa_received: tuple[str, str] | None = None
         self.started_seq = self.engine.next_seq()   # orders it against other SAs
+        # Responder: the SA record whose inbound SAs went to the kernel with QM2.
+        self._early: IpsecSA | None = None
+        self._ondemand: tuple[int, int | None] | None = None
 
     @property
     def store(self) -> Any:
@@ -170,7 +174,11 @@ class QuickMode(Exchange):
         return bytes(spi)
 
     def failure_cleanup(self) -> None:
-        """Give back SPIs we allocated for an SA that will not be installed."""
+        """Give back SPIs we allocated for an SA that will not be installed, and take
+        out inbound SAs installed with QM2 when QM3 never came."""
+        if self._early is not None:
+            self._undo(self._early)
+            self._early = None
         self._release_spis(self.engine.sadb.ipsec_sas())
 
     def _release_spis(self, ipsecs: list[IpsecSA]) -> None:
@@ -468,6 +476,20 @@ class QuickMode(Exchange):
     def send_qm2(self) -> list[Payload]:
         assert self.reply_sa is not None
         self.nr_b = self.engine.rng.random_bytes(len(self.ni_b))
+        # Our inbound SAs go in before QM2 leaves: the initiator starts sending on its
+        # new outbound SA as soon as it has QM2, before QM3 reaches us (a rekey under
+        # traffic would otherwise lose what it sends in between). The outbound SAs and
+        # flows wait for QM3, the initiator's proof that it has installed its inbound
+        # ones. libreswan's responder does the same.
+        # If the kernel refuses them now, the exchange goes on and the install after
+        # QM3 tries again and fails the usual way (DELETE for what the initiator
+        # installed), so the initiator learns it at once instead of timing out.
+        try:
+            self._early = self._install(inbound_only=True)
+        except (KernelError, CryptoError, ids.IdError) as error:
+            self.engine.debug(DebugClass.EXCHANGE, 40, "{what}: installing the inbound "
+                              "SAs before QM2 failed ({error}); trying again after QM3",
+                              what=self.describe(), error=str(error))
         rest = self._rest(self.reply_sa, self.nr_b) + self._responder_lifetimes()
         digest = quick_mode_hash2(self._hash_alg(), self._skeyid_a(), self.message_id,
                                   self.ni_b, encode_payload_chain(rest)[1])
@@ -485,6 +507,7 @@ class QuickMode(Exchange):
         try:
             ipsec = self._install()
         except (KernelError, CryptoError, ids.IdError) as error:
+            self._early = None          # _install took its SAs out again
             self._delete_unusable()
             raise ExchangeError(None, f"{self.describe()}: installing the SAs failed: "
                                       f"{error}") from None
@@ -523,7 +546,13 @@ class QuickMode(Exchange):
             return local_id, remote_id
         return (self.idci, self.idcr) if self.initiator else (self.idcr, self.idci)
 
-    def _install(self) -> IpsecSA:
+    def _install(self, *, inbound_only: bool = False) -> IpsecSA:
+        """Install the negotiated SAs and flows; returns the SA record.
+
+        ``inbound_only`` (the responder, before QM2): only our inbound SAs, kept
+        in ``self._early``; the next call adds the outbound SAs and the flows to
+        that record. On an error everything this record holds is taken out again.
+        """
         kernel = self.engine.kernel
         keys = self.sa.keys
         assert keys is not None and self.suite is not None
@@ -532,17 +561,24 @@ class QuickMode(Exchange):
         in_encap = (remote[1], local[1]) if nat else None
         out_encap = (local[1], remote[1]) if nat else None
         local_sel, remote_sel = self._selectors()
-        # On demand (a kernel ACQUIRE): the template's reqid, its seq on the outbound
-        # SA, and no flows (the administrator's policies are the flows).
-        # As responder too: the peer may rekey our on-demand connection, and its SAs
-        # must not get flows that would replace the administrator's policies.
-        ondemand = self.engine.ondemand.install_hints(self.connection)
-        reqid = kernel.new_reqid() if ondemand is None else ondemand[0]
-        ipsec = IpsecSA(self.connection or "?", self.sa, local, remote, self.initiator,
-                        self.engine.now(), suite=self.suite, reqid=reqid,
-                        local_id=local_sel, remote_id=remote_sel,
-                        started_seq=self.started_seq, nonces=(self.ni_b, self.nr_b),
-                        nat_oa=self.nat_oa_received if self._udp_transport() else None)
+        early = self._early
+        if early is None:
+            # On demand (a kernel ACQUIRE): the template's reqid, its seq on the
+            # outbound SA, and no flows (the administrator's policies are the flows).
+            # As responder too: the peer may rekey our on-demand connection, and its
+            # SAs must not get flows that would replace the administrator's policies.
+            self._ondemand = self.engine.ondemand.install_hints(self.connection)
+        ondemand = self._ondemand
+        if early is not None:
+            ipsec, reqid = early, early.reqid
+        else:
+            reqid = kernel.new_reqid() if ondemand is None else ondemand[0]
+            ipsec = IpsecSA(self.connection or "?", self.sa, local, remote, self.initiator,
+                            self.engine.now(), suite=self.suite, reqid=reqid,
+                            local_id=local_sel, remote_id=remote_sel,
+                            started_seq=self.started_seq, nonces=(self.ni_b, self.nr_b),
+                            nat_oa=self.nat_oa_received if self._udp_transport() else None)
+        inbound_done = early is not None
         pairs: list[SpiPair] = []
         compressed = len(self.suite.protocols) > 1 and any(
             c.protocol == ProtocolId.IPCOMP for c in self.suite.protocols)
@@ -550,7 +586,8 @@ class QuickMode(Exchange):
             for choice in self.suite.protocols:
                 protocol = member(ProtocolId, choice.protocol)
                 if protocol == ProtocolId.IPCOMP:
-                    self._install_ipcomp(ipsec, choice, reqid)
+                    self._install_ipcomp(ipsec, choice, reqid,
+                                         inbound=not inbound_done, outbound=not inbound_only)
                     pairs.append(SpiPair(protocol, bytes(choice.our_spi)[-2:],
                                          bytes(choice.peer_spi)[-2:]))
                     if not compressed:              # IPCOMP alone: its lifetimes
@@ -573,6 +610,9 @@ class QuickMode(Exchange):
                         (inbound, remote[0], local[0], in_encap, None),
                         (outbound, local[0], remote[0], out_encap,
                          ondemand[1] if ondemand is not None else None)):
+                    if (inbound_only and sa_keys is outbound) or (
+                            inbound_done and sa_keys is inbound):
+                        continue
                     kernel_sa = KernelSA(
                         protocol, sa_keys.spi, src, dst, mode,
                         int(choice.transform_id) if protocol == ProtocolId.IPSEC_ESP
@@ -587,6 +627,8 @@ class QuickMode(Exchange):
                 ipsec.life_seconds = choice.life_seconds
                 ipsec.life_kilobytes = choice.life_kilobytes
             ipsec.spis = tuple(pairs)
+            if inbound_only:
+                return ipsec
             if ondemand is None and not (self.engine.acquire_only
                                          or self.store.has("General", "Acquire-Only")):
                 for flow in self._flows(local_sel, remote_sel, reqid):
@@ -599,14 +641,16 @@ class QuickMode(Exchange):
                             (n.lower() for n in self.store.get_list("Phase 2", "Connections")))
         return ipsec
 
-    def _install_ipcomp(self, ipsec: IpsecSA, choice: Any, reqid: int) -> None:
-        """Both directions of the IPComp SA: the CPIs widened to the kernel's 4
-        bytes, the compression transform, the bundle's mode; no keys, no replay
-        window, no lifetimes of its own (RFC 3173; strongSwan's kernel-netlink)."""
+    def _install_ipcomp(self, ipsec: IpsecSA, choice: Any, reqid: int, *,
+                        inbound: bool = True, outbound: bool = True) -> None:
+        """The directions asked for of the IPComp SA: the CPIs widened to the
+        kernel's 4 bytes, the compression transform, the bundle's mode; no keys, no
+        replay window, no lifetimes of its own (RFC 3173; strongSwan's kernel-netlink)."""
         mode = natt.plain_mode(choice.encapsulation)
         local, remote = self.sa.local[0], self.sa.remote[0]
-        for cpi, src, dst in ((choice.our_spi, remote, local),
-                              (choice.peer_spi, local, remote)):
+        directions = ([(choice.our_spi, remote, local)] if inbound else []) + (
+            [(choice.peer_spi, local, remote)] if outbound else [])
+        for cpi, src, dst in directions:
             kernel_sa = KernelSA(ProtocolId.IPCOMP, _kernel_cpi(cpi), src, dst, mode, None,
                                  b"", None, b"", reqid, replay_window=0,
                                  comp_transform=int(choice.transform_id))
