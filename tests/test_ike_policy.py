@@ -834,6 +834,19 @@ class QuickModeSelectTests(SynchronousTestCase):
         self.assertEqual((mirrored.our_spi, mirrored.peer_spi),
                          (choice.peer_spi, choice.our_spi))
 
+    def test_accept_takes_the_first_of_several_proposals(self) -> None:
+        # charon answers ESP+IPCOMP with it and an ESP-only fallback of its own
+        # (strongSwan sa_payload.c); RFC 2408 §4.2 wants one, the first is the choice.
+        offer, _ = policy.quick_mode_offer(conf(SAMPLE), "west-east", SpiSource(0x100), False)
+        first = offer.proposals[0]
+        extra = max(p.number for p in offer.proposals) + 1
+        reply = p2_sa((first.number, ESP, [first.transforms[0]]),
+                      (extra, ESP, [p2_xf(1, key=128)]))
+        suite = policy.quick_mode_accept(offer, reply, "198.51.100.1")
+        (choice,) = suite.protocols
+        self.assertEqual(choice.protocol, ESP)
+        self.assertEqual(choice.our_spi, bytes.fromhex("00000101"))
+
     def test_accept_refuses_foreign_reply(self) -> None:
         offer, _ = policy.quick_mode_offer(conf(SAMPLE), "west-east", SpiSource(0x100), False)
         cases = [
@@ -841,7 +854,8 @@ class QuickModeSelectTests(SynchronousTestCase):
             (p2_sa((1, ESP, [p2_xf(1, group=None)])), "is not one of our transforms"),
             (p2_sa((7, ESP, [p2_xf(1)])), "no proposal number 7"),
             (p2_sa((1, ESP, [p2_xf(1), p2_xf(2)])), "2 transforms chosen"),
-            (p2_sa((1, ESP, [p2_xf(1)]), (2, ESP, [p2_xf(1, key=128)])), "2 proposals"),
+            # Only the first proposal of a reply counts: a good second one does not help.
+            (p2_sa((7, ESP, [p2_xf(1)]), (8, ESP, [p2_xf(1)])), "no proposal number 7"),
             (p2_sa((1, AH, [p2_xf(1, transform_id=3, key=None)])), "protocols differ"),
         ]
         for reply, reason in cases:

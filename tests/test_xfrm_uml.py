@@ -34,6 +34,13 @@ both kernels encrypted and decrypted it:
   (``encap type espinudp``) with the ports as each side sees them: 4500 to 4500 on
   ours, charon's 4500 to the NAT's translated port on charon's.
 
+* ``ipcomp_we_initiate``: ESP AES-128/SHA1 with IPComp (DEFLATE) in tunnel mode,
+  we initiate, charon with ``ipcomp = yes``: the CPIs crosswise with charon's, both
+  kernels hold the IPComp states in tunnel mode and the ESP states in transport mode
+  inside them, our policies carry the two templates, and a ping of 1,000 zero bytes
+  (compressible; the kernel sends small packets uncompressed) crosses them with the
+  IPComp and the ESP states counting it on both sides.
+
 Adding a scenario: one function ``scenario(rig, entry)`` in :data:`SCENARIOS` and one
 test method calling :meth:`XfrmUmlTestCase.scenario`.  Needs root, user-mode-linux,
 kmod, charon and swanctl, iptables-legacy, and the ``isakmpd`` console script;
@@ -66,6 +73,8 @@ from tests.test_interop_strongswan import (
     _DELETED,
     _ESTABLISHED,
     AES128_SHA1,
+    IPCOMP_CONFIG,
+    IPCOMP_SUITE,
     initiate,
     swanctl_algorithms,
 )
@@ -238,12 +247,42 @@ def nat_t_we_initiate(rig: Rig, entry: dict[str, Any]) -> None:
     ping_across(entry, us, ch, OUR_HOST, CHARON_HOST)
 
 
+#: Our log line of an SA with ESP and IPComp: the ESP SPIs and the CPIs (in, out).
+_ESTABLISHED_IPCOMP = re.compile(
+    r"IPsec SA established: .*\[(?:IPSEC_)?ESP in ([0-9a-f]{8}) out ([0-9a-f]{8}), "
+    r"IPCOMP in ([0-9a-f]{4}) out ([0-9a-f]{4})\]")
+#: The IPComp scenario's ping payload: zeros compress well, and the kernel compresses
+#: only packets larger than its threshold (90 bytes of payload for DEFLATE).
+IPCOMP_PING_SIZE = 1000
+
+
+def ipcomp_we_initiate(rig: Rig, entry: dict[str, Any]) -> None:
+    """ESP+IPComp tunnel initiated by us, charon with ipcomp=yes; a compressible ping."""
+    ch, us = two_gateways(rig)
+    with_subnets(ch, us)
+    us.ip("route", "add", CHARON_NET, "via", CHARON_IP, "src", OUR_HOST)
+    conn = charon_conn(child_options={"ipcomp": "yes"})
+    charon = rig.charon("ch", ch, [conn])
+    daemon = rig.daemon("us", us, our_config(suites=IPCOMP_SUITE, extra=IPCOMP_CONFIG),
+                        wait=False)
+    ike, child = charon.wait_for_child(conn.child_name, timeout=20.0)
+    ours = daemon.wait_for(_ESTABLISHED_IPCOMP, 20.0, describe=charon.read_log)
+    entry.update(ike=ike, child=child,
+                 ours={"in": ours.group(1), "out": ours.group(2), "cpi_in": ours.group(3),
+                       "cpi_out": ours.group(4), "line": ours.group(0)})
+    entry["our_policies"] = our_policies(us)
+    entry["before"] = {"us": states_record(us), "ch": states_record(ch)}
+    entry["ping"] = ping(us, OUR_HOST, CHARON_HOST, count=PINGS, size=IPCOMP_PING_SIZE)
+    entry["after_ping"] = {"us": states_record(us), "ch": states_record(ch)}
+
+
 SCENARIOS: dict[str, Scenario] = {
     "tunnel_we_initiate": tunnel_we_initiate,
     "gcm_charon_initiates": gcm_charon_initiates,
     "transport_we_initiate": transport_we_initiate,
     "ipv6_tunnel_we_initiate": ipv6_tunnel_we_initiate,
     "nat_t_we_initiate": nat_t_we_initiate,
+    "ipcomp_we_initiate": ipcomp_we_initiate,
 }
 
 
@@ -389,6 +428,42 @@ class XfrmDaemonInUmlTests(XfrmUmlTestCase):
             charon_sees_us=NAT_OUTSIDE,
             charon_encap=(f"espinudp 4500 {nat_port}", f"espinudp {nat_port} 4500"))
         self.assertEqual(esp_counts(entry["before"]["us"], encap=None), {})
+
+    def test_ipcomp_we_initiate(self) -> None:
+        """ESP with IPComp (DEFLATE) initiated by us to charon (ipcomp = yes): CPIs
+        crosswise, IPComp tunnel states with ESP transport states inside in both
+        kernels, our two-template policies, a compressible ping counted by all."""
+        entry = self.assert_up("ipcomp_we_initiate")
+        logs = self.logs(entry)
+        child, ours = entry["child"], entry["ours"]
+        self.assertEqual((ours["cpi_in"], ours["cpi_out"]),
+                         (child.get("cpi-out"), child.get("cpi-in")), logs)
+        self.assertEqual(entry["ping"]["status"], 0, f"{entry['ping']['output']}\n{logs}")
+        self.assertIn(f"{PINGS} received", entry["ping"]["output"])
+        cpi_in, cpi_out = (cpi.rjust(8, "0") for cpi in (ours["cpi_in"], ours["cpi_out"]))
+        spi_in, spi_out = ours["in"], ours["out"]
+        to_us, to_charon = (CHARON_IP, OURS), (OURS, CHARON_IP)
+        for side in ("us", "ch"):
+            before, after = entry["before"][side], entry["after_ping"][side]
+            # ESP inside the IPComp SA: transport mode, counting every packet.
+            self.assert_counted(before, after, {(*to_us, spi_in), (*to_charon, spi_out)},
+                                PINGS, side, mode="transport", logs=logs)
+
+            def comp(states: list[dict[str, Any]]) -> dict[tuple[str, str, str], int]:
+                return {(s["src"], s["dst"], s["spi"]): s["packets"] for s in states
+                        if s["proto"] == "comp" and s["mode"] == "tunnel"}
+
+            expected = {(*to_us, cpi_in), (*to_charon, cpi_out)}
+            self.assertEqual(set(comp(before)), expected, f"{side}: {before}\n{logs}")
+            for key in expected:
+                self.assertGreaterEqual(comp(after)[key] - comp(before)[key], PINGS,
+                                        f"{side} {key}: {after}\n{logs}")
+        # Our policies: IPComp (tunnel, between the gateways) first, then ESP (transport).
+        policies = entry["our_policies"]
+        self.assertEqual(len(policies), 3, policies)
+        for policy in policies:
+            self.assertRegex(policy, r"(?s)proto comp .*mode tunnel.*proto esp .*mode transport",
+                             policies)
 
 
 if __name__ == "__main__":

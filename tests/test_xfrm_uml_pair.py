@@ -16,6 +16,15 @@ host-side test per scenario checks its record:
   DELETE and exits 0, "b" removes its kernel SAs and its policies, and nothing of
   ours is left in either namespace (``ip xfrm state`` empty in both, ``ip xfrm
   policy`` empty in "a" and holding only "b"'s IKE sockets' bypass in "b");
+* ``acquire_on_demand``: "a" has no connection at all, only [General]
+  Default-phase-2-suites and its peer section; the administrator's policies out, in
+  and fwd between the subnets (ESP tunnel template, reqid 42, as ipsecctl's ``flow``
+  lines would be) are in "a"'s kernel before it starts.  Traffic comes first: a ping
+  makes the kernel send ACQUIRE, "a" negotiates a dynamic connection with "b"
+  (passive), both kernels hold the ESP states ("a"'s with the template's reqid), a
+  second ping crosses them and every counter rises; "a" installed no policy of its
+  own, and after its SIGTERM its SAs are gone and the administrator's policies are
+  still there, untouched;
 * ``rekey_under_ping``: both sides allow a phase 2 lifetime of :data:`LIFETIME`
   seconds; a ping every 0.2 s runs from before "a"'s soft expiry renegotiates until
   after the old SAs' hard expiry.  No reply is lost; afterwards both kernels hold
@@ -43,6 +52,7 @@ from tests.support.xfrm_uml import (
     XfrmUmlTestCase,
     guest_main,
     leftovers,
+    our_policies,
     ping,
     states_record,
     wait_until,
@@ -58,6 +68,8 @@ PINGS = 3
 #: The rekey scenario's phase 2 lifetime (both sides), seconds: soft expiry at 85-95 %
 #: of it (the kernel's soft limit at 90 % brings it forward), hard expiry at 100 %.
 LIFETIME = 20
+#: The reqid of the administrator's policies in the ACQUIRE scenario.
+ACQUIRE_REQID = 42
 #: Its ping: one every 0.2 s, from the SAs' start to a few seconds past the hard expiry.
 REKEY_PING_INTERVAL = 0.2
 REKEY_PINGS = int((LIFETIME + 4) / REKEY_PING_INTERVAL)
@@ -92,6 +104,17 @@ def gateways(rig: Rig, *, extra: str = "") -> tuple[Namespace, Namespace]:
     return a, b
 
 
+def admin_policies(ns: Namespace, reqid: int) -> list[list[str]]:
+    """Install the administrator's policies between the subnets in "a" (what ipsecctl's
+    ``flow esp from A_NET to B_NET peer B_IP`` is on OpenBSD); their ``ip`` arguments."""
+    policies = [[A_NET, B_NET, "out", A_IP, B_IP], [B_NET, A_NET, "in", B_IP, A_IP],
+                [B_NET, A_NET, "fwd", B_IP, A_IP]]
+    for src, dst, direction, tsrc, tdst in policies:
+        ns.ip("xfrm", "policy", "add", "src", src, "dst", dst, "dir", direction, "tmpl",
+              "src", tsrc, "dst", tdst, "proto", "esp", "mode", "tunnel", "reqid", str(reqid))
+    return policies
+
+
 def spis(rig: Rig, label: str, since: int = 0) -> list[tuple[str, str]]:
     """(in, out) SPIs of every IPsec SA daemon *label* logged as established."""
     return [m.groups() for m in _ESTABLISHED.finditer(rig.daemons[label].log())][since:]
@@ -123,6 +146,35 @@ def tunnel_then_sigterm(rig: Rig, entry: dict[str, Any]) -> None:
                      "a_policy": a.ip("xfrm", "policy").stdout.strip()}
     entry["deleted"] = {side: [m.groups() for m in _DELETED.finditer(rig.daemons[side].log())]
                         for side in "ab"}
+
+
+def acquire_on_demand(rig: Rig, entry: dict[str, Any]) -> None:
+    """"a" negotiates only because traffic hits the administrator's policies."""
+    a, b = rig.pair(("a", f"{A_IP}/24"), ("b", f"{B_IP}/24"))
+    a.add_address("lo", f"{A_HOST}/32")
+    b.add_address("lo", f"{B_HOST}/32")
+    a.ip("route", "add", B_NET, "via", B_IP, "src", A_HOST)
+    b.ip("route", "add", A_NET, "via", A_IP, "src", B_HOST)
+    admin_policies(a, ACQUIRE_REQID)
+    entry["policies_before"] = our_policies(a)
+    rig.daemon("b", b, config(B_IP, A_IP, B_NET, A_NET, passive=True))
+    # No connection on "a": its [Phase 2] lists none; the suites come from [General].
+    text = config(A_IP, B_IP, A_NET, B_NET, passive=False)
+    text = text.replace("Connections=\t\tconn\n", "", 1).replace(
+        "[General]\n", f"[General]\nDefault-phase-2-suites=\t{AES128_SHA1.suite}\n", 1)
+    entry["a_config"] = text
+    rig.daemon("a", a, text)
+    # Traffic first: the kernel holds the first packet's flow in a larval state and
+    # sends ACQUIRE; that ping may go unanswered.
+    entry["first_ping"] = ping(a, A_HOST, B_HOST, count=1)
+    entry["spis"] = wait_established(rig)
+    entry["before"] = {"a": states_record(a), "b": states_record(b)}
+    entry["ping"] = ping(a, A_HOST, B_HOST, count=PINGS)
+    entry["after_ping"] = {"a": states_record(a), "b": states_record(b)}
+    entry["policies_up"] = our_policies(a)
+    entry["a_status"] = rig.daemons["a"].stop()
+    entry["b_done"] = bool(wait_until(lambda: leftovers(b) == {"states": "", "policies": []}))
+    entry["left"] = {"a": leftovers(a), "b": leftovers(b)}
 
 
 def rekey_under_ping(rig: Rig, entry: dict[str, Any]) -> None:
@@ -162,6 +214,7 @@ def rekey_under_ping(rig: Rig, entry: dict[str, Any]) -> None:
 SCENARIOS: dict[str, Scenario] = {
     "tunnel_then_sigterm": tunnel_then_sigterm,
     "rekey_under_ping": rekey_under_ping,
+    "acquire_on_demand": acquire_on_demand,
 }
 
 
@@ -200,6 +253,34 @@ class TwoDaemonsOnXfrmInUmlTests(XfrmUmlTestCase):
         self.assertEqual(entry["left"]["b"], {"states": "", "policies": []}, logs)
         self.assertEqual(entry["left"]["a"], {"states": "", "policies": []}, logs)
         self.assertEqual(entry["left"]["a_policy"], "", logs)
+
+    def test_acquire_on_demand(self) -> None:
+        """Traffic first, no connection configured: the kernel's ACQUIRE for the
+        administrator's policies makes "a" negotiate; SAs in both kernels ("a"'s with
+        the policies' reqid), a ping crosses them; "a" added no policy and left the
+        administrator's untouched; its SIGTERM removed its SAs and "b"'s."""
+        entry = self.scenario("acquire_on_demand")
+        logs = self.logs(entry)
+        a_log = entry["logs"]["isakmpd a"]
+        self.assertNotIn("Connections", entry["a_config"].split("[Phase 2]")[1].split("[")[0])
+        self.assertRegex(a_log, r"kernel ACQUIRE \(seq \d+\) for 203\.0\.113\.0/25 -> "
+                                r"203\.0\.113\.128/25 via 192\.0\.2\.2: negotiating "
+                                r"Connection-\d+ with peer", logs)
+        states = set(self.pairs(entry, 0))
+        self.assertEqual(entry["ping"]["status"], 0, f"{entry['ping']['output']}\n{logs}")
+        self.assertIn(f"{PINGS} received", entry["ping"]["output"])
+        for side in ("a", "b"):
+            self.assert_counted(entry["before"][side], entry["after_ping"][side], states,
+                                PINGS, side, logs=logs)
+        a_esp = [s for s in entry["before"]["a"] if s["proto"] == "esp"]
+        self.assertTrue(all(f"reqid {ACQUIRE_REQID}(" in s["text"] for s in a_esp), a_esp)
+        # The administrator's three policies, and nothing of ours, before and after.
+        self.assertEqual(len(entry["policies_before"]), 3, entry["policies_before"])
+        self.assertEqual(entry["policies_up"], entry["policies_before"], logs)
+        self.assertEqual(entry["a_status"], 0, logs)
+        self.assertTrue(entry["b_done"], f"{entry['left']}\n{logs}")
+        self.assertEqual(entry["left"]["a"], {"states": "", "policies":
+                                              entry["policies_before"]}, logs)
 
     def test_rekey_under_ping(self) -> None:
         """Soft expiry renegotiates while a ping runs every 0.2 s: no reply lost, new

@@ -1508,7 +1508,8 @@ def _p2_reply_matches(mine: _P2Offered, reply: _P2Offered) -> tuple[bool, _LifeC
 def quick_mode_accept(offer: SaPayload, reply: SaPayload, peer: str, *,
                       replay_windows: Mapping[int, int] | None = None) -> Phase2Suite:
     """Initiator: the responder's SA must be one of our proposals with one of its
-    transforms per protocol (lifetimes may be shorter, never longer).
+    transforms per protocol (lifetimes may be shorter, never longer). Only its first
+    proposal counts (see below).
 
     ``replay_windows`` (optional) maps a protocol to its configured ReplayWindow
     (default 16). Raises :class:`NegotiationError` (NO_PROPOSAL_CHOSEN).
@@ -1520,8 +1521,12 @@ def quick_mode_accept(offer: SaPayload, reply: SaPayload, peer: str, *,
                                          f"which is not one of our proposals ({ours}): {why}")
 
     groups = _groups(reply.proposals)
-    if len(groups) != 1:
-        raise refuse(f"{len(groups)} proposals chosen, exactly one is allowed")
+    if not groups:
+        raise refuse("no proposal chosen")
+    # RFC 2408 §4.2 wants exactly one proposal back; strongSwan's charon answers an
+    # ESP+IPCOMP proposal with it AND an ESP-only fallback of its own (sa_payload.c
+    # adds one whenever it has a CPI). The first one is the choice; the rest is
+    # ignored (the caller logs it).
     chosen = groups[0]
     ours = [g for g in _groups(offer.proposals) if g[0].number == chosen[0].number]
     if not ours:

@@ -365,6 +365,12 @@ class QuickMode(Exchange):
             self.suite = policy.quick_mode_accept(self.offer, reply, self.peer)
         except policy.NegotiationError as error:
             raise self._refuse(error) from None
+        numbers = sorted({p.number for p in reply.proposals})
+        if len(numbers) > 1:
+            self.engine.debug(DebugClass.EXCHANGE, 30, "{what}: the peer chose {count} "
+                              "proposals; the first (#{first}) is taken, the others ignored",
+                              what=self.describe(), count=len(numbers),
+                              first=reply.proposals[0].number)
         if self.suite.pfs_group != self.pfs_group:
             raise ExchangeError(NotifyType.NO_PROPOSAL_CHOSEN,
                                 f"{self.describe()}: peer answered with PFS group "

@@ -96,6 +96,7 @@ UML_MODULES = Path("/usr/lib/uml/modules")
 DEFAULT_MODULES = (
     "xfrm_user", "esp4", "esp6", "ah4", "authenc", "cbc", "ctr", "gcm", "hmac",
     "sha512_generic", "echainiv", "seqiv", "ipv6", "veth",
+    "ipcomp", "xfrm_ipcomp", "deflate", "xfrm4_tunnel",
     "ip_tables", "iptable_nat", "xt_MASQUERADE", "xt_nat",
 )
 

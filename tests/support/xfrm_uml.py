@@ -144,10 +144,13 @@ def leftovers(ns: Namespace) -> dict[str, Any]:
     return {"states": ns.ip("xfrm", "state").stdout.strip(), "policies": our_policies(ns)}
 
 
-def ping(ns: Namespace, src: str, dst: str, *, count: int = 3) -> dict[str, Any]:
-    """``ping -c COUNT -W 2 -I SRC DST`` in *ns*: its status and output."""
-    proc = ns.run(["ping", "-n", "-c", str(count), "-W", "2", "-I", src, dst], check=False,
-                  timeout=count * 2 + 10)
+def ping(ns: Namespace, src: str, dst: str, *, count: int = 3,
+         size: int | None = None) -> dict[str, Any]:
+    """``ping -c COUNT -W 2 -I SRC DST`` in *ns*: its status and output. *size*: that
+    many payload bytes of zeros (``-s SIZE -p 00``: compressible, for IPComp)."""
+    extra = ["-s", str(size), "-p", "00"] if size is not None else []
+    proc = ns.run(["ping", "-n", "-c", str(count), "-W", "2", *extra, "-I", src, dst],
+                  check=False, timeout=count * 2 + 10)
     return {"status": proc.returncode, "output": proc.stdout + proc.stderr}
 
 
