@@ -142,6 +142,29 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual((result.returncode, result.stderr), (0, ""))
 
 
+class ReusedContextTests(SynchronousTestCase):
+    """One Phase1Cipher encrypts message after message, each with its own IV, as a
+    fresh CBC encryption of that message would (the context is kept per SA)."""
+
+    def test_each_message_is_cbc_from_its_iv(self) -> None:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        factories = {TDES: algorithms.TripleDES, AES: algorithms.AES}
+        for alg, key, block in ((TDES, bytes(range(24)), 8), (AES, bytes(range(16)), 16)):
+            c = Phase1Cipher(alg, key)
+            # Unrelated IVs, the chained IV (our own last block) and one-block messages.
+            previous = b""
+            for n, size in enumerate((block * 5, block, block * 12, block * 3, block)):
+                iv = previous[-block:] if n == 2 else bytes([n * 17 + 1]) * block
+                data = bytes((n + i) % 251 for i in range(size))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")     # TripleDES is deprecated
+                    fresh = Cipher(factories[alg](key), modes.CBC(iv)).encryptor()
+                expected = fresh.update(data) + fresh.finalize()
+                previous = c.encrypt(iv, data)
+                self.assertEqual(previous, expected)
+                self.assertEqual(c.decrypt(iv, previous), data)
+
+
 class CipherUseTests(SynchronousTestCase):
     def test_repr_hides_key(self) -> None:
         key = bytes(range(0x40, 0x60))

@@ -23,7 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from isakmpd.crypto import dh
 from isakmpd.crypto.dh_groups import CURVES, MODP_PRIMES
 from isakmpd.crypto.prf import CryptoError, UnsupportedAlgorithmError
-from isakmpd.crypto.random import SeededRandom
+from isakmpd.crypto.random import SeededRandom, SystemRandom
 from isakmpd.wire.constants import GroupType, NotifyType
 
 
@@ -420,6 +420,21 @@ class BehaviourTests(SynchronousTestCase):
             first = grp.generate(SeededRandom(1999)).public_bytes
             self.assertEqual(first, grp.generate(SeededRandom(1999)).public_bytes)
             self.assertNotEqual(first, grp.generate(SeededRandom(2000)).public_bytes)
+
+    def test_system_random_ecp_pairs(self) -> None:
+        # With the operating system's randomness, OpenSSL draws the ECDH private
+        # values (dh module text): the pairs are fresh, valid and agree.
+        for grp in dh.supported_groups():
+            if grp.kind is not GroupType.ECP:
+                continue
+            ours, again = grp.generate(SystemRandom()), grp.generate(SystemRandom())
+            peer = grp.generate(SeededRandom(7))
+            self.assertNotEqual(ours.public_bytes, again.public_bytes)
+            self.assertEqual(len(ours.public_bytes), grp.ke_length)
+            grp.check_public(ours.public_bytes)
+            secret = ours.shared_secret(peer.public_bytes)
+            self.assertEqual(secret, peer.shared_secret(ours.public_bytes))
+            self.assertEqual(len(secret), grp.ke_length // 2)
 
     def test_no_warnings(self) -> None:
         with warnings.catch_warnings(record=True) as caught:

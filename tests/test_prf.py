@@ -192,3 +192,35 @@ class HashTests(SynchronousTestCase):
         self.assertTrue(prf.equal(b"abc", b"abc"))
         self.assertFalse(prf.equal(b"abc", b"abd"))
         self.assertFalse(prf.equal(b"abc", b"ab"))
+
+
+class KeyedPrfTests(SynchronousTestCase):
+    """A KeyedPrf is prf() with the key applied once, usable wherever the key is."""
+
+    def test_same_output_as_prf(self) -> None:
+        for alg in (HashAlgorithm.MD5, HashAlgorithm.SHA, HashAlgorithm.SHA2_256,
+                    HashAlgorithm.SHA2_384, HashAlgorithm.SHA2_512):
+            # Empty, short, block-sized and longer-than-a-block keys (hashed first).
+            for key in (b"", b"k", bytes(range(64)), bytes(range(129)), b"x" * 200):
+                keyed = prf.KeyedPrf(alg, key)
+                for data in (b"", b"data", bytes(300)):
+                    self.assertEqual(keyed(data), prf.prf(alg, key, data))
+                    self.assertEqual(prf.prf(alg, keyed, data), prf.prf(alg, key, data))
+
+    def test_reusable(self) -> None:
+        keyed = prf.KeyedPrf(HashAlgorithm.SHA, b"key")
+        first = keyed(b"one")
+        keyed(b"two")
+        self.assertEqual(keyed(b"one"), first)
+
+    def test_wrong_hash_refused(self) -> None:
+        keyed = prf.KeyedPrf(HashAlgorithm.SHA, b"key")
+        self.assertRaises(CryptoError, prf.prf, HashAlgorithm.SHA2_256, keyed, b"data")
+
+    def test_unsupported_hash(self) -> None:
+        self.assertRaises(UnsupportedAlgorithmError, prf.KeyedPrf, HashAlgorithm.TIGER, b"k")
+
+    def test_repr_hides_the_key(self) -> None:
+        text = repr(prf.KeyedPrf(HashAlgorithm.SHA, b"secretkey"))
+        self.assertNotIn("secretkey", text)
+        self.assertNotIn(b"secretkey".hex(), text)

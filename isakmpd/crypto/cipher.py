@@ -214,7 +214,7 @@ class Phase1Cipher:
     a message uses. The object never shows its key (no key in ``repr``).
     """
 
-    __slots__ = ("_algorithm", "_block_decryptor", "_spec")
+    __slots__ = ("_algorithm", "_block_decryptor", "_encryptor", "_last_block", "_spec")
 
     def __init__(self, alg: int, key: bytes) -> None:
         spec = cipher_spec(alg)
@@ -225,6 +225,8 @@ class Phase1Cipher:
         self._spec = spec
         self._algorithm = spec.factory(bytes(key))
         self._block_decryptor: CipherContext | None = None
+        self._encryptor: CipherContext | None = None
+        self._last_block = b""
 
     @property
     def algorithm(self) -> EncryptionAlgorithm:
@@ -254,8 +256,23 @@ class Phase1Cipher:
     def encrypt(self, iv: bytes, plaintext: bytes) -> bytes:
         """CBC-encrypt block-aligned ``plaintext`` (pad it with :func:`zero_pad`)."""
         self._check(iv, plaintext)
-        enc = Cipher(self._algorithm, modes.CBC(bytes(iv))).encryptor()
-        return enc.update(plaintext) + enc.finalize()
+        # One CBC context serves every message of the SA (setting one up costs
+        # more than encrypting a message). Left open, it chains from the last
+        # block S it produced: C_1 = E(P_1 xor S). Feeding it P_1 xor IV xor S
+        # as the first block gives E(P_1 xor IV), CBC from this message's IV, and
+        # the rest chains as usual (NIST SP 800-38A §6.2).
+        bs = self._spec.block_size
+        encryptor = self._encryptor
+        if encryptor is None:
+            encryptor = self._encryptor = Cipher(self._algorithm,
+                                                 modes.CBC(bytes(iv))).encryptor()
+            ciphertext = encryptor.update(plaintext)
+        else:
+            first = (int.from_bytes(plaintext[:bs], "big") ^ int.from_bytes(iv, "big")
+                     ^ int.from_bytes(self._last_block, "big")).to_bytes(bs, "big")
+            ciphertext = encryptor.update(first + plaintext[bs:])
+        self._last_block = ciphertext[-bs:]
+        return ciphertext
 
     def decrypt(self, iv: bytes, ciphertext: bytes) -> bytes:
         """CBC-decrypt block-aligned ``ciphertext``; the padding is left in place.

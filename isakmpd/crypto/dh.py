@@ -48,7 +48,14 @@ Errors: :class:`DHError` (a :class:`~isakmpd.crypto.prf.CryptoError`) carries in
 group (RFC 2408 §5.7), ``ATTRIBUTES_NOT_SUPPORTED`` for a group we do not implement.
 Messages never contain key material.
 
-Pure: no I/O, no clock; randomness only from the :class:`RandomSource` handed in.
+Pure: no I/O, no clock; randomness only from the :class:`RandomSource` handed in,
+with one exception: when that source is the operating system's
+(:class:`~isakmpd.crypto.random.SystemRandom`, i.e. no ``-r seed``), the groups
+computed by OpenSSL let OpenSSL draw the private scalar from its own CSPRNG, seeded
+from the same operating system, and compute the public point in the same call
+(``ec.generate_private_key``, a third of the cost of ``derive_private_key``, which
+also re-checks the pair). A seeded source still chooses every private value, so
+``-r`` runs stay reproducible.
 """
 
 from __future__ import annotations
@@ -58,10 +65,11 @@ from collections.abc import Sequence
 
 import gmpy2
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from isakmpd.crypto.dh_groups import CURVES, MODP_PRIMES, Curve
 from isakmpd.crypto.prf import CryptoError, UnsupportedAlgorithmError
-from isakmpd.crypto.random import RandomSource
+from isakmpd.crypto.random import RandomSource, SystemRandom
 from isakmpd.wire.constants import GroupDescription, GroupType, NotifyType
 
 __all__ = [
@@ -305,11 +313,20 @@ class _LibraryEcpGroup(_EcpGroup):
         super().__init__(number, curve)
         self._ec_curve = _LIBRARY_CURVES[curve.name]()
 
+    def generate(self, rng: RandomSource) -> DHKeyPair:
+        if type(rng) is SystemRandom:
+            # OpenSSL's scalar is uniform in [1, n-1] too (see the module text).
+            return self._pair(ec.generate_private_key(self._ec_curve))
+        return super().generate(rng)
+
     def from_private(self, private: int) -> DHKeyPair:
         self._check_scalar(private)
-        key = ec.derive_private_key(private, self._ec_curve)
-        numbers = key.public_key().public_numbers()
-        return DHKeyPair(self, self._encode(numbers.x, numbers.y), key)
+        return self._pair(ec.derive_private_key(private, self._ec_curve))
+
+    def _pair(self, key: ec.EllipticCurvePrivateKey) -> DHKeyPair:
+        # SEC 1 uncompressed point: 0x04 ‖ X ‖ Y, each padded to the field length.
+        point = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        return DHKeyPair(self, point[1:], key)
 
     def _agree(self, secret: object, peer_ke: bytes) -> bytes:
         assert isinstance(secret, ec.EllipticCurvePrivateKey)

@@ -74,7 +74,7 @@ __all__ = [
 
 # --- Quick Mode and informational hashes (RFC 2409 §5.5, §5.7) --------------
 
-def quick_mode_hash1(hash_alg: int, skeyid_a: bytes, message_id: int | bytes,
+def quick_mode_hash1(hash_alg: int, skeyid_a: bytes | _prf.KeyedPrf, message_id: int | bytes,
                      payloads: bytes) -> bytes:
     """HASH(1) = prf(SKEYID_a, M-ID | SA | Ni [| KE] [| IDci | IDcr]) (RFC 2409 §5.5).
 
@@ -83,13 +83,13 @@ def quick_mode_hash1(hash_alg: int, skeyid_a: bytes, message_id: int | bytes,
     return _prf.prf(hash_alg, skeyid_a, message_id_bytes(message_id) + payloads)
 
 
-def quick_mode_hash2(hash_alg: int, skeyid_a: bytes, message_id: int | bytes,
+def quick_mode_hash2(hash_alg: int, skeyid_a: bytes | _prf.KeyedPrf, message_id: int | bytes,
                      ni_b: bytes, payloads: bytes) -> bytes:
     """HASH(2) = prf(SKEYID_a, M-ID | Ni_b | SA | Nr [| KE] [| IDci | IDcr])."""
     return _prf.prf(hash_alg, skeyid_a, message_id_bytes(message_id) + ni_b + payloads)
 
 
-def quick_mode_hash3(hash_alg: int, skeyid_a: bytes, message_id: int | bytes,
+def quick_mode_hash3(hash_alg: int, skeyid_a: bytes | _prf.KeyedPrf, message_id: int | bytes,
                      ni_b: bytes, nr_b: bytes) -> bytes:
     """HASH(3) = prf(SKEYID_a, 0 | M-ID | Ni_b | Nr_b); the 0 is one zero octet."""
     return _prf.prf(hash_alg, skeyid_a,
@@ -117,7 +117,7 @@ def spi_bytes(spi: int | bytes) -> bytes:
     return bytes(spi)
 
 
-def keymat(hash_alg: int, skeyid_d: bytes, protocol: int, spi: int | bytes,
+def keymat(hash_alg: int, skeyid_d: bytes | _prf.KeyedPrf, protocol: int, spi: int | bytes,
            ni_b: bytes, nr_b: bytes, nbytes: int, g_qm_xy: bytes | None = None) -> bytes:
     """``nbytes`` of KEYMAT for one SA (RFC 2409 §5.5).
 
@@ -382,7 +382,7 @@ class SaKeys:
                 f"auth {auth} (keys not shown)>")
 
 
-def derive_sa_keys(hash_alg: int, skeyid_d: bytes, layout: KeymatLayout,
+def derive_sa_keys(hash_alg: int, skeyid_d: bytes | _prf.KeyedPrf, layout: KeymatLayout,
                    spi: int | bytes, ni_b: bytes, nr_b: bytes,
                    g_qm_xy: bytes | None = None) -> SaKeys:
     """KEYMAT for the SA ``spi`` (the SPI its receiver chose), split per ``layout``."""
@@ -392,7 +392,7 @@ def derive_sa_keys(hash_alg: int, skeyid_d: bytes, layout: KeymatLayout,
     return SaKeys(layout, spi_bytes(spi), enc, auth)
 
 
-def derive_sa_key_pair(hash_alg: int, skeyid_d: bytes, layout: KeymatLayout,
+def derive_sa_key_pair(hash_alg: int, skeyid_d: bytes | _prf.KeyedPrf, layout: KeymatLayout,
                        our_spi: int | bytes, peer_spi: int | bytes, ni_b: bytes,
                        nr_b: bytes, g_qm_xy: bytes | None = None) -> tuple[SaKeys, SaKeys]:
     """(inbound, outbound) keys: inbound uses our SPI, outbound the peer's.

@@ -108,9 +108,10 @@ def derive_skeyids(hash_alg: int, skeyid: bytes, g_xy: bytes,
     """
     _check_cookies(cky_i, cky_r)
     tail = g_xy + cky_i + cky_r
-    skeyid_d = _prf.prf(hash_alg, skeyid, tail + b"\x00")
-    skeyid_a = _prf.prf(hash_alg, skeyid, skeyid_d + tail + b"\x01")
-    skeyid_e = _prf.prf(hash_alg, skeyid, skeyid_a + tail + b"\x02")
+    keyed = _prf.KeyedPrf(hash_alg, skeyid)          # one key, three uses
+    skeyid_d = keyed(tail + b"\x00")
+    skeyid_a = keyed(skeyid_d + tail + b"\x01")
+    skeyid_e = keyed(skeyid_a + tail + b"\x02")
     return Phase1Keys(HashAlgorithm(hash_alg), skeyid, skeyid_d, skeyid_a, skeyid_e)
 
 

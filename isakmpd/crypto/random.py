@@ -2,7 +2,9 @@
 
 Cookies, nonces, message IDs, DH private values, IVs and jitter all come from a
 :class:`RandomSource` that is handed to whoever needs it; nothing else reads the
-operating system's randomness. :class:`SystemRandom` is what runs in production.
+operating system's randomness, except OpenSSL choosing ECDH private values in
+place of a :class:`SystemRandom` (:mod:`isakmpd.crypto.dh`; never in place of a
+seeded source). :class:`SystemRandom` is what runs in production.
 :class:`SeededRandom` is what ``-r seed`` selects (isakmpd(8), older man page) and
 what tests use: the same seed gives byte-identical output, run after run.
 

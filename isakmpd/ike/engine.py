@@ -108,6 +108,14 @@ from isakmpd.wire.payloads import DeletePayload, IdPayload, NotifyPayload, forma
 __all__ = ["Engine"]
 
 _PHASE1_TYPES = (ExchangeType.ID_PROT, ExchangeType.AGGRESSIVE)
+# Members the per-message paths compare with, as module names (an enum class
+# attribute costs a Python-level call in 3.11; see wire.constants.value_map).
+_INFO = ExchangeType.INFO
+_QUICK_MODE = ExchangeType.QUICK_MODE
+_DEAD = SaState.DEAD
+_READY = SaState.READY
+_DEBUG_MESSAGE = DebugClass.MESSAGE
+_DEBUG_SA = DebugClass.SA
 _FINISHED_KEPT = 16          # finished exchanges remembered per ISAKMP SA (duplicates)
 _ERROR_NOTIFY_MAX = 16383    # RFC 2408 §3.14.1: error types are 1..16383
 DEFAULT_PHASE1_LIFETIME = 28800   # seconds, when phase 1 negotiated none (inventory §3.1)
@@ -234,7 +242,7 @@ class Engine:
         """Does anybody want messages in clear (capture on, or Message debugging)?"""
         capture = self.capture
         return (capture is not None and capture.active) or \
-            debug.enabled(DebugClass.MESSAGE, 10)
+            debug.enabled(_DEBUG_MESSAGE, 10)
 
     def _marker(self, local: Address) -> bool:
         """Did a message to or from ``local`` travel on our NAT-T port (non-ESP marker)?"""
@@ -318,7 +326,7 @@ class Engine:
                 del self._phase1_running[exchange.sa.name.lower()]
         for observer in self.on_exchange_done:
             observer(exchange)
-        if exchange.sa.state is not SaState.DEAD and not (exchange.PHASE == 1
+        if exchange.sa.state is not _DEAD and not (exchange.PHASE == 1
                                                           and exchange.failed):
             kept = self._finished.setdefault(exchange.sa, OrderedDict())
             kept[exchange.message_id] = FinishedExchange(exchange)
@@ -756,7 +764,7 @@ class Engine:
     def _setup_message(self, data: bytes, header: Header, local: Address,
                        remote: Address) -> None:
         """A message with a zero responder cookie: a new phase 1, or a notification."""
-        if header.exchange_type == ExchangeType.INFO:
+        if header.exchange_type == _INFO:
             own = self.sadb.find_isakmp_by_icookie(header.icookie, initiator=True)
             if own is not None and not header.encrypted:
                 self._unprotected_info(own, data, header, remote)
@@ -827,7 +835,7 @@ class Engine:
 
     def _phase1_message(self, sa: IsakmpSA, data: bytes, header: Header, local: Address,
                         remote: Address) -> None:
-        if header.exchange_type == ExchangeType.INFO:
+        if header.exchange_type == _INFO:
             if header.encrypted:
                 self._bad(remote, "encrypted notification with message ID 0")
             else:
@@ -868,11 +876,11 @@ class Engine:
             self._bad(remote, "cleartext {type} on an ISAKMP SA",
                       type=ExchangeType.describe(header.exchange_type))
             return
-        if header.exchange_type == ExchangeType.QUICK_MODE:
+        if header.exchange_type == _QUICK_MODE:
             from isakmpd.ike.quick import QuickMode
             exchange = QuickMode(self, sa, initiator=False, message_id=mid, local=local,
                                  remote=remote)
-        elif header.exchange_type == ExchangeType.INFO:
+        elif header.exchange_type == _INFO:
             from isakmpd.ike.informational import Informational
             exchange = Informational(self, sa, initiator=False, message_id=mid, local=local,
                                      remote=remote)
@@ -933,7 +941,7 @@ class Engine:
     # -- results -------------------------------------------------------------------
 
     def phase1_established(self, sa: IsakmpSA) -> None:
-        sa.state = SaState.READY
+        sa.state = _READY
         sa.established = self.now()
         sa.established_seq = self.next_seq()
         life = sa.suite.life_seconds if sa.suite is not None else None
@@ -967,7 +975,7 @@ class Engine:
                 break
 
     def ipsec_established(self, ipsec: IpsecSA) -> None:
-        ipsec.state = SaState.READY
+        ipsec.state = _READY
         ipsec.established_seq = self.next_seq()
         self.log.info("IPsec SA established: {sa}", sa=ipsec.describe())
         if debug.verbose():
@@ -1096,7 +1104,7 @@ class Engine:
         sa.hard_at = start + lifetime
         sa.timers["soft"] = self.clock.callLater(max(0.0, sa.soft_at - now),
                                                  self._soft_expired, sa)
-        self.debug(DebugClass.SA, 30, "{sa.describe()}: soft expiry in {soft:.0f} s, hard "
+        self.debug(_DEBUG_SA, 30, "{sa.describe()}: soft expiry in {soft:.0f} s, hard "
                    "expiry in {hard:.0f} s", sa=sa, soft=sa.soft_at - now,
                    hard=sa.hard_at - now)
 

@@ -61,6 +61,13 @@ MessageSpec = tuple[tuple[int, ...], tuple[int, ...]]
 
 # Private and NAT-T payloads any message may carry without being listed.
 _ALWAYS_OPTIONAL = frozenset({PayloadType.VENDOR})
+# Members the per-message paths use, as module names (reading an enum class's
+# attribute costs a Python-level call in 3.11; see wire.constants.value_map).
+_VENDOR = PayloadType.VENDOR
+_EXCHANGE = DebugClass.EXCHANGE
+_MESSAGE = DebugClass.MESSAGE
+_NO_FLAGS = Flag(0)
+_ENC = Flag.ENC
 
 
 class ExchangeError(Exception):
@@ -157,7 +164,7 @@ class Exchange:
         """Arm the Exchange-max-time deadline; an initiator sends its first message."""
         self._deadline_call = self.engine.clock.callLater(self.engine.max_exchange_time,
                                                           self._expired)
-        self.engine.debug(DebugClass.EXCHANGE, 10, "{exchange.describe()}: started",
+        self.engine.debug(_EXCHANGE, 10, "{exchange.describe()}: started",
                           exchange=self)
         if self.initiator:
             self._run()
@@ -174,7 +181,7 @@ class Exchange:
         self.done = True
         self.result = result
         self._cancel_timers()
-        self.engine.debug(DebugClass.EXCHANGE, 10, "{exchange.describe()}: finished",
+        self.engine.debug(_EXCHANGE, 10, "{exchange.describe()}: finished",
                           exchange=self)
         for hook in self.on_done:
             hook(self)
@@ -192,7 +199,7 @@ class Exchange:
         if log:
             self.engine.warn("{line}", line=error.message)
         else:
-            self.engine.debug(DebugClass.EXCHANGE, 10,
+            self.engine.debug(_EXCHANGE, 10,
                               "{exchange.describe()}: ended: {reason}", exchange=self,
                               reason=error.message)
         if error.send and error.notify is not None:
@@ -232,7 +239,7 @@ class Exchange:
                 name = self.steps[self.step]
                 if not name.startswith("send_"):
                     return
-                self.engine.debug(DebugClass.EXCHANGE, 30,
+                self.engine.debug(_EXCHANGE, 30,
                                   "{exchange.describe()}: step {step}", exchange=self,
                                   step=name)
                 payloads = getattr(self, name)()
@@ -272,7 +279,7 @@ class Exchange:
     def encode(self, payloads: list[Payload], *, encrypt: bool) -> bytes:
         """The datagram of a message of this exchange carrying ``payloads``."""
         message = Message(self.sa.icookie, self.sa.rcookie, self.EXCHANGE_TYPE, payloads,
-                          Flag(0), self.message_id)
+                          _NO_FLAGS, self.message_id)
         if not encrypt:
             data = message.encode()
             if self.engine.watching:
@@ -284,11 +291,11 @@ class Exchange:
         body = message.encode_body()
         if self.engine.watching:
             # isakmpd logs outgoing messages before encryption (message.c).
-            self.engine.message_out(message, message.header(len(body)).encode() + body,
+            self.engine.message_out(message, message.header_bytes(len(body)) + body,
                                     self.local, self.remote)
         ciphertext, chain = chain.encrypt(self.sa.cipher(), body)
         self.set_iv_chain(chain)
-        return message.header(len(ciphertext), flags=Flag.ENC).encode() + ciphertext
+        return message.header_bytes(len(ciphertext), flags=_ENC) + ciphertext
 
     def _send(self, step: str, payloads: list[Payload], *, timed: bool) -> None:
         data = self.encode(payloads, encrypt=step in self.ENCRYPTED)
@@ -318,7 +325,7 @@ class Exchange:
                 "{exchange}: no answer after {count} transmissions, giving up",
                 exchange=self.describe(), count=self.transmissions)
             return
-        self.engine.debug(DebugClass.MESSAGE, 20,
+        self.engine.debug(_MESSAGE, 20,
                           "{exchange.describe()}: retransmitting (transmission {n})",
                           exchange=self, n=self.transmissions + 1)
         self._transmit()
@@ -364,12 +371,12 @@ class Exchange:
         """A message we already processed: resend an untimed reply, else ignore."""
         if data == self.last_received and self._replied_to_last and self.last_sent \
                 and self._retransmit_call is None:
-            self.engine.debug(DebugClass.MESSAGE, 20,
+            self.engine.debug(_MESSAGE, 20,
                               "{exchange.describe()}: duplicate message, resending our "
                               "reply", exchange=self)
             self.engine.transmit(self.last_sent, self.local, self.remote)
             return
-        self.engine.debug(DebugClass.MESSAGE, 20,
+        self.engine.debug(_MESSAGE, 20,
                           "{exchange.describe()}: duplicate message ignored", exchange=self)
 
     def _receive(self, data: bytes, header: Header, local: Address, remote: Address) -> None:
@@ -384,7 +391,7 @@ class Exchange:
         message, chain = self.open(data, header, name)
         if self.engine.watching:
             self.engine.message_in(message, data, local, remote)
-        self.engine.debug(DebugClass.EXCHANGE, 30, "{exchange.describe()}: step {step}",
+        self.engine.debug(_EXCHANGE, 30, "{exchange.describe()}: step {step}",
                           exchange=self, step=name)
         self.check_payloads(name, message)
         getattr(self, name)(message, local, remote)
@@ -460,6 +467,9 @@ class Exchange:
         required, allowed = self._payload_rules(step)
         present = [p.payload_type for p in message.payloads]
         missing = [t for t in required if t not in present]
+        if not missing and allowed.issuperset(present) \
+                and (self.PHASE == 1 or _VENDOR not in present):
+            return                      # the usual case: nothing to refuse or log
         if missing:
             names = ", ".join(payload_label(t) for t in missing)
             # Not fatal: a stray or forged message must not end a good exchange.
@@ -467,12 +477,12 @@ class Exchange:
                                 f"{self.describe()}: message lacks {names} payload "
                                 f"({message.describe()})", fatal=False)
         for payload_type in present:
-            if payload_type == PayloadType.VENDOR and self.PHASE != 1:
+            if payload_type == _VENDOR and self.PHASE != 1:
                 raise ExchangeError(NotifyType.INVALID_PAYLOAD_TYPE,
                                     f"{self.describe()}: VID payload outside phase 1",
                                     fatal=False, send=False)
             if payload_type not in allowed and payload_type < 128:
-                self.engine.debug(DebugClass.MESSAGE, 40,
+                self.engine.debug(_MESSAGE, 40,
                                   "{exchange.describe()}: unexpected {payload} payload "
                                   "ignored", exchange=self,
                                   payload=payload_label(payload_type))
@@ -518,12 +528,12 @@ class FinishedExchange:
         """A message for the finished exchange: resend our answer to a duplicate."""
         if self.received_last(data):
             if self.last_sent is not None:
-                self.engine.debug(DebugClass.MESSAGE, 20,
+                self.engine.debug(_MESSAGE, 20,
                                   "{exchange}: duplicate message, resending our reply",
                                   exchange=self._description)
                 self.engine.transmit(self.last_sent, self.local, self.remote)
             else:
-                self.engine.debug(DebugClass.MESSAGE, 20,
+                self.engine.debug(_MESSAGE, 20,
                                   "{exchange}: duplicate message ignored",
                                   exchange=self._description)
             return

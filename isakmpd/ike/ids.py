@@ -202,6 +202,13 @@ def id_from_section(store: Store, section: str, *, phase: int = 2,
     return IdPayload(id_type, address.packed, protocol, port)
 
 
+# The ID types id_network() tells apart, as module names (an enum class attribute
+# costs a Python-level call in 3.11; see wire.constants.value_map).
+_IPV4_ADDR = IdType.IPV4_ADDR
+_IPV6_ADDR = IdType.IPV6_ADDR
+_IPV4_ADDR_SUBNET = IdType.IPV4_ADDR_SUBNET
+
+
 def _mask_prefix(mask: bytes) -> int | None:
     """Prefix length of a contiguous netmask, else None."""
     bits = int.from_bytes(mask, "big")
@@ -220,11 +227,11 @@ def id_network(id_payload: IdPayload) -> ipaddress.IPv4Network | ipaddress.IPv6N
     data = id_payload.data
     id_type = id_payload.id_type
     try:
-        if id_type == IdType.IPV4_ADDR and len(data) == 4:
+        if id_type == _IPV4_ADDR and len(data) == 4:
             return addresses.network_of(bytes(data), 32)
-        if id_type == IdType.IPV6_ADDR and len(data) == 16:
+        if id_type == _IPV6_ADDR and len(data) == 16:
             return addresses.network_of(bytes(data), 128)
-        if id_type == IdType.IPV4_ADDR_SUBNET and len(data) == 8:
+        if id_type == _IPV4_ADDR_SUBNET and len(data) == 8:
             prefix = _mask_prefix(data[4:])
             if prefix is None:
                 return None

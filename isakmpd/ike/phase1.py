@@ -71,6 +71,19 @@ NONCE_SIZE = 16               # what an initiator sends (inventory §4.1)
 RESPONDER_LIFETIME_DELAY = 0.5
 NONCE_MIN, NONCE_MAX = 8, 256  # RFC 2409 §5: 8..256 bytes
 _NAT_D = (PayloadType.NAT_D, PayloadType.NAT_D_DRAFT)
+# Members the per-message steps use, as module names (an enum class attribute
+# costs a Python-level call in 3.11; see wire.constants.value_map).
+_SA = PayloadType.SA
+_VENDOR = PayloadType.VENDOR
+_NONCE = PayloadType.NONCE
+_KEY_EXCH = PayloadType.KEY_EXCH
+_ID = PayloadType.ID
+_HASH = PayloadType.HASH
+_NOTIFY = PayloadType.NOTIFY
+_INITIAL_CONTACT = NotifyType.INITIAL_CONTACT
+_PRE_SHARED = AuthMethod.PRE_SHARED
+_AGGRESSIVE = ExchangeType.AGGRESSIVE
+_ID_PROT = ExchangeType.ID_PROT
 
 
 # Vendor IDs we recognise, to share one bytes object among all SAs.
@@ -125,7 +138,7 @@ class Phase1(Exchange):
         return self.offer
 
     def the_sa(self, message: Message) -> SaPayload:
-        found = message.find(PayloadType.SA)
+        found = message.find(_SA)
         if len(found) != 1 or not isinstance(found[0], SaPayload):
             raise ExchangeError(NotifyType.PAYLOAD_MALFORMED,
                                 f"{self.describe()}: {len(found)} SA payloads, exactly one "
@@ -159,7 +172,7 @@ class Phase1(Exchange):
         self.set_suite(suite)
 
     def set_suite(self, suite: Any) -> None:
-        if suite.auth_method != AuthMethod.PRE_SHARED:
+        if suite.auth_method != _PRE_SHARED:
             raise ExchangeError(NotifyType.NO_PROPOSAL_CHOSEN,
                                 f"{self.describe()}: authentication method "
                                 f"{AuthMethod.describe(suite.auth_method)} is not supported "
@@ -177,7 +190,7 @@ class Phase1(Exchange):
 
     def take_vendor_ids(self, message: Message) -> None:
         vids = list(self.sa.peer_vids)
-        for payload in message.find(PayloadType.VENDOR):
+        for payload in message.find(_VENDOR):
             data = bytes(payload.data)
             if data not in vids:
                 # One shared copy of the well-known ones: every SA keeps its peer's.
@@ -246,7 +259,7 @@ class Phase1(Exchange):
         return NoncePayload(self.engine.rng.random_bytes(size))
 
     def take_nonce(self, message: Message) -> bytes:
-        nonce = message.first(PayloadType.NONCE)
+        nonce = message.first(_NONCE)
         assert nonce is not None
         data = nonce.body_bytes()
         if not NONCE_MIN <= len(data) <= NONCE_MAX:
@@ -256,7 +269,7 @@ class Phase1(Exchange):
         return data
 
     def take_ke(self, message: Message) -> bytes:
-        ke = message.first(PayloadType.KEY_EXCH)
+        ke = message.first(_KEY_EXCH)
         assert ke is not None
         data = ke.body_bytes()
         try:
@@ -297,7 +310,7 @@ class Phase1(Exchange):
         return self.our_id
 
     def take_id(self, message: Message) -> IdPayload:
-        found = message.first(PayloadType.ID)
+        found = message.first(_ID)
         assert isinstance(found, IdPayload)
         self.peer_id = found
         self.sa.remote_id = found
@@ -324,7 +337,7 @@ class Phase1(Exchange):
                     self.sa.rcookie, self.sai_b, id_payload.body_bytes())
 
     def check_hash(self, message: Message) -> None:
-        received = message.first(PayloadType.HASH)
+        received = message.first(_HASH)
         assert received is not None
         expected = self.expected_hash(of_initiator=not self.initiator)
         if not _prf.equal(expected, received.body_bytes()):
@@ -344,8 +357,8 @@ class Phase1(Exchange):
         return [NotifyPayload(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP, self.sa.cookies)]
 
     def take_initial_contact(self, message: Message, *, allowed: bool) -> None:
-        for note in message.find(PayloadType.NOTIFY):
-            if note.notify_type != NotifyType.INITIAL_CONTACT:
+        for note in message.find(_NOTIFY):
+            if note.notify_type != _INITIAL_CONTACT:
                 self.engine.log.info("{exchange}: notification {kind} ignored",
                                      exchange=self.describe(),
                                      kind=NotifyType.describe(note.notify_type))
@@ -554,8 +567,8 @@ class AggressiveMode(Phase1):
 
 
 def phase1_class(exchange_type: int) -> type[Phase1]:
-    if exchange_type == ExchangeType.AGGRESSIVE:
+    if exchange_type == _AGGRESSIVE:
         return AggressiveMode
-    if exchange_type == ExchangeType.ID_PROT:
+    if exchange_type == _ID_PROT:
         return MainMode
     raise ValueError(f"{ExchangeType.describe(exchange_type)} is not a phase 1 exchange")

@@ -99,6 +99,18 @@ from isakmpd.wire.payloads import (
 
 __all__ = ["QuickMode"]
 
+# Members the per-message steps use, as module names (an enum class attribute
+# costs a Python-level call in 3.11; see wire.constants.value_map).
+_SA = PayloadType.SA
+_NONCE = PayloadType.NONCE
+_ID = PayloadType.ID
+_KEY_EXCH = PayloadType.KEY_EXCH
+_NOTIFY = PayloadType.NOTIFY
+_ESP = ProtocolId.IPSEC_ESP
+_TUNNEL = EncapsulationMode.TUNNEL
+_TRANSPORT = EncapsulationMode.TRANSPORT
+_RESPONDER_LIFETIME = NotifyType.RESPONDER_LIFETIME
+
 NONCE_SIZE = 16
 NONCE_MIN, NONCE_MAX = 8, 256
 # Received ID types Quick Mode accepts (inventory §4.5); FQDN for NAT-T transport.
@@ -145,6 +157,7 @@ class QuickMode(Exchange):
         # Responder: the SA record whose inbound SAs went to the kernel with QM2.
         self._early: IpsecSA | None = None
         self._ondemand: tuple[int, int | None] | None = None
+        self._prf_a: tuple[Any, _prf.KeyedPrf] | None = None   # (keys, prf(SKEYID_a))
 
     @property
     def store(self) -> Any:
@@ -202,9 +215,14 @@ class QuickMode(Exchange):
     def _hash_alg(self) -> int:
         return int(self.sa.suite.hash)
 
-    def _skeyid_a(self) -> bytes:
-        assert self.sa.keys is not None
-        return self.sa.keys.skeyid_a
+    def _skeyid_a(self) -> _prf.KeyedPrf:
+        """prf(SKEYID_a, ·) for this exchange's three HASHes, keyed once."""
+        keys = self.sa.keys
+        assert keys is not None
+        cached = self._prf_a
+        if cached is None or cached[0] is not keys:
+            cached = self._prf_a = (keys, _prf.KeyedPrf(self._hash_alg(), keys.skeyid_a))
+        return cached[1]
 
     def _check_hash(self, message: Message, expected_of: Any, which: str) -> None:
         first = message.payloads[0] if message.payloads else None
@@ -216,7 +234,7 @@ class QuickMode(Exchange):
                                       "message dropped", fatal=False)
 
     def _one_sa(self, message: Message) -> SaPayload:
-        found = message.find(PayloadType.SA)
+        found = message.find(_SA)
         if len(found) != 1 or not isinstance(found[0], SaPayload):
             raise ExchangeError(NotifyType.PAYLOAD_MALFORMED,
                                 f"{self.describe()}: {len(found)} SA payloads, Quick Mode "
@@ -224,7 +242,7 @@ class QuickMode(Exchange):
         return found[0]
 
     def _nonce(self, message: Message) -> bytes:
-        nonce = message.first(PayloadType.NONCE)
+        nonce = message.first(_NONCE)
         assert nonce is not None
         data = nonce.body_bytes()
         if not NONCE_MIN <= len(data) <= NONCE_MAX:
@@ -234,7 +252,7 @@ class QuickMode(Exchange):
         return data
 
     def _ids(self, message: Message) -> tuple[IdPayload, IdPayload] | None:
-        found = [p for p in message.find(PayloadType.ID) if isinstance(p, IdPayload)]
+        found = [p for p in message.find(_ID) if isinstance(p, IdPayload)]
         if not found:
             return None
         if len(found) != 2:
@@ -254,7 +272,7 @@ class QuickMode(Exchange):
 
     def _pfs_secret(self, message: Message, group_number: int | None) -> None:
         """Check KE against the PFS decision and compute g(qm)^xy."""
-        ke = message.first(PayloadType.KEY_EXCH)
+        ke = message.first(_KEY_EXCH)
         if group_number is None:
             if ke is not None:
                 raise ExchangeError(NotifyType.NO_PROPOSAL_CHOSEN,
@@ -286,7 +304,7 @@ class QuickMode(Exchange):
     def _udp_transport(self) -> bool:
         """Is the chosen suite UDP-encapsulated transport mode (NAT-OA needed)?"""
         return self.sa.nat.detected and self.suite is not None and any(
-            natt.plain_mode(c.encapsulation) == EncapsulationMode.TRANSPORT
+            natt.plain_mode(c.encapsulation) == _TRANSPORT
             for c in self.suite.protocols)
 
     def _nat_oa_for(self, initiator_ip: str, responder_ip: str) -> list[Payload]:
@@ -381,9 +399,9 @@ class QuickMode(Exchange):
         if self._udp_transport() and self.nat_oa_received is None:
             self.engine.log.info("{exchange}: transport mode through a NAT but the "
                                  "responder sent no NAT-OA", exchange=self.describe())
-        for note in message.find(PayloadType.NOTIFY):
+        for note in message.find(_NOTIFY):
             if isinstance(note, NotifyPayload) \
-                    and note.notify_type == NotifyType.RESPONDER_LIFETIME:
+                    and note.notify_type == _RESPONDER_LIFETIME:
                 self._take_responder_lifetime(note)
         echoed = self._ids(message)
         if (echoed is not None and self.idci is not None and self.idcr is not None
@@ -429,7 +447,7 @@ class QuickMode(Exchange):
         """Responder: RESPONDER-LIFETIME per protocol when we shortened a lifetime."""
         if self.suite is None or not self.suite.responder_lifetime:
             return []
-        return [NotifyPayload(NotifyType.RESPONDER_LIFETIME, choice.protocol,
+        return [NotifyPayload(_RESPONDER_LIFETIME, choice.protocol,
                               choice.our_spi,
                               lifetime_data(choice.protocol, choice.life_seconds,
                                             choice.life_kilobytes))
@@ -539,7 +557,7 @@ class QuickMode(Exchange):
     def _selectors(self) -> tuple[IdPayload, IdPayload]:
         """(local, remote) traffic selectors: the IDs, else the SA's addresses."""
         local_ip, remote_ip = self.sa.local[0], self.sa.remote[0]
-        transport = all(natt.plain_mode(c.encapsulation) == EncapsulationMode.TRANSPORT
+        transport = all(natt.plain_mode(c.encapsulation) == _TRANSPORT
                         for c in self.suite.protocols)
         if self.idci is None or self.idcr is None or (transport and self.sa.nat.detected):
             local_id = IdPayload.from_address(local_ip)
@@ -586,6 +604,8 @@ class QuickMode(Exchange):
                             nat_oa=self.nat_oa_received if self._udp_transport() else None)
         inbound_done = early is not None
         pairs: list[SpiPair] = []
+        # prf(SKEYID_d, ·), keyed once for every KEYMAT block of every SA here.
+        skeyid_d = _prf.KeyedPrf(self._hash_alg(), keys.skeyid_d)
         compressed = len(self.suite.protocols) > 1 and any(
             c.protocol == ProtocolId.IPCOMP for c in self.suite.protocols)
         try:
@@ -600,13 +620,13 @@ class QuickMode(Exchange):
                         ipsec.life_seconds = choice.life_seconds
                         ipsec.life_kilobytes = choice.life_kilobytes
                     continue
-                if protocol == ProtocolId.IPSEC_ESP:
+                if protocol == _ESP:
                     layout = esp_layout(choice.transform_id, choice.key_length,
                                         choice.auth_algorithm, ISAKMPD_ESP_DEFAULT_KEY_BITS)
                 else:
                     layout = ah_layout(choice.transform_id, choice.auth_algorithm)
                 inbound, outbound = derive_sa_key_pair(
-                    self._hash_alg(), keys.skeyid_d, layout, choice.our_spi, choice.peer_spi,
+                    self._hash_alg(), skeyid_d, layout, choice.our_spi, choice.peer_spi,
                     self.ni_b, self.nr_b, self.g_qm_xy)
                 mode = natt.plain_mode(choice.encapsulation)
                 if compressed:
@@ -621,7 +641,7 @@ class QuickMode(Exchange):
                         continue
                     kernel_sa = KernelSA(
                         protocol, sa_keys.spi, src, dst, mode,
-                        int(choice.transform_id) if protocol == ProtocolId.IPSEC_ESP
+                        int(choice.transform_id) if protocol == _ESP
                         else None,
                         sa_keys.enc_key, auth, sa_keys.auth_key, reqid,
                         life_seconds=choice.life_seconds,
@@ -680,13 +700,13 @@ class QuickMode(Exchange):
     def _flows(self, local_sel: IdPayload, remote_sel: IdPayload,
                reqid: int) -> list[KernelFlow]:
         choices = self.suite.protocols
-        outer = next((c for c in choices if c.protocol == ProtocolId.IPSEC_ESP), choices[0])
+        outer = next((c for c in choices if c.protocol == _ESP), choices[0])
         if outer.protocol == ProtocolId.IPCOMP and len(choices) > 1:
             outer = choices[1]                  # IPCOMP + AH: AH inside IPComp
         compressed = outer.protocol != ProtocolId.IPCOMP and any(
             c.protocol == ProtocolId.IPCOMP for c in choices)
         mode = natt.plain_mode(outer.encapsulation)
-        tunnel = mode == EncapsulationMode.TUNNEL
+        tunnel = mode == _TUNNEL
         local_ip, remote_ip = self.sa.local[0], self.sa.remote[0]
         local_net, remote_net = ids.id_selector(local_sel), ids.id_selector(remote_sel)
         proto = local_sel.protocol or remote_sel.protocol

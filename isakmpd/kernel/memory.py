@@ -48,6 +48,12 @@ CPI_MIN, CPI_MAX = 256, 61439   # RFC 3173 §4.1: negotiated CPIs
 _COMPRESSION = (IpcompTransform.DEFLATE, IpcompTransform.LZS)
 _MODES = (EncapsulationMode.TUNNEL, EncapsulationMode.TRANSPORT)
 _DIRECTIONS = ("out", "in", "fwd")
+# Members compared per SA and flow, as module names (an enum class attribute
+# costs a Python-level call in 3.11; see wire.constants.value_map).
+_ESP = ProtocolId.IPSEC_ESP
+_AH = ProtocolId.IPSEC_AH
+_TUNNEL = EncapsulationMode.TUNNEL
+_SYSDEP = DebugClass.SYSDEP
 
 SaKey = tuple[ProtocolId, bytes, str]
 
@@ -125,7 +131,7 @@ class MemoryKernel:
             key = (protocol, spi, dst)
             if key not in self.reserved and key not in self.sas:
                 self.reserved.add(key)
-                if debug.enabled(DebugClass.SYSDEP, 50):
+                if debug.enabled(_SYSDEP, 50):
                     self.log.debug("allocated {protocol} SPI 0x{spi} for {src} -> {dst}",
                                    protocol=protocol.label, spi=spi.hex(), src=src, dst=dst)
                 return spi
@@ -137,7 +143,7 @@ class MemoryKernel:
         if key not in self.reserved:
             raise KernelError(f"no reserved {protocol.label} SPI 0x{spi.hex()} to {key[2]}")
         self.reserved.discard(key)
-        if debug.enabled(DebugClass.SYSDEP, 50):
+        if debug.enabled(_SYSDEP, 50):
             self.log.debug("released {protocol} SPI 0x{spi} to {dst}", protocol=protocol.label,
                            spi=spi.hex(), dst=key[2])
 
@@ -149,10 +155,10 @@ class MemoryKernel:
         if sa.mode not in _MODES:
             raise KernelError(f"SA mode must be TUNNEL or TRANSPORT, not "
                               f"{EncapsulationMode.describe(sa.mode)} (NAT-T is said by encap)")
-        if protocol == ProtocolId.IPSEC_AH and sa.auth_algorithm is None:
+        if protocol == _AH and sa.auth_algorithm is None:
             raise KernelError(f"AH SA spi 0x{spi.hex()} to {dst} has no authentication "
                               "algorithm")
-        if protocol == ProtocolId.IPSEC_ESP and sa.enc_transform is None:
+        if protocol == _ESP and sa.enc_transform is None:
             raise KernelError(f"ESP SA spi 0x{spi.hex()} to {dst} has no encryption transform")
         if protocol == ProtocolId.IPCOMP:
             _check_ipcomp(sa, spi, dst)
@@ -162,7 +168,7 @@ class MemoryKernel:
                               "already exists")
         self.reserved.discard(key)
         self.sas[key] = sa
-        if debug.enabled(DebugClass.SYSDEP, 30):
+        if debug.enabled(_SYSDEP, 30):
             self.log.debug("installed SA {sa}", sa=sa)
 
     def update_sa(self, old: KernelSA, new: KernelSA) -> None:
@@ -181,7 +187,7 @@ class MemoryKernel:
         del self.sas[key]
         self.sas[new_key] = new
         self.updates += 1
-        if debug.enabled(DebugClass.SYSDEP, 30):
+        if debug.enabled(_SYSDEP, 30):
             self.log.debug("updated SA {sa}", sa=new)
 
     def delete_sa(self, protocol: ProtocolId, spi: bytes, dst: str) -> None:
@@ -190,7 +196,7 @@ class MemoryKernel:
         sa = self.sas.pop(key, None)
         if sa is None:
             raise KernelError(f"no {protocol.label} SA with SPI 0x{spi.hex()} to {key[2]}")
-        if debug.enabled(DebugClass.SYSDEP, 30):
+        if debug.enabled(_SYSDEP, 30):
             self.log.debug("deleted SA {sa}", sa=sa)
 
     # -- flows ------------------------------------------------------------
@@ -212,7 +218,7 @@ class MemoryKernel:
         if flow.mode not in _MODES:
             raise KernelError(f"flow mode must be TUNNEL or TRANSPORT, not "
                               f"{EncapsulationMode.describe(flow.mode)}")
-        if flow.mode == EncapsulationMode.TUNNEL:
+        if flow.mode == _TUNNEL:
             if flow.tunnel_src is None or flow.tunnel_dst is None:
                 raise KernelError(f"tunnel-mode flow {flow.describe()} needs both tunnel "
                                   "endpoints")
@@ -224,7 +230,7 @@ class MemoryKernel:
         selector = flow.selector()
         replaced = selector in self._flows
         self._flows[selector] = flow
-        if debug.enabled(DebugClass.SYSDEP, 30):
+        if debug.enabled(_SYSDEP, 30):
             self.log.debug("{what} flow {flow}", what="replaced" if replaced else "installed",
                        flow=flow)
 
@@ -232,7 +238,7 @@ class MemoryKernel:
         removed = self._flows.pop(flow.selector(), None)
         if removed is None:
             raise KernelError(f"no flow {flow.describe()}")
-        if debug.enabled(DebugClass.SYSDEP, 30):
+        if debug.enabled(_SYSDEP, 30):
             self.log.debug("deleted flow {flow}", flow=removed)
 
     def new_reqid(self) -> int:

@@ -18,7 +18,7 @@ import enum
 import struct
 from dataclasses import dataclass, field
 
-from isakmpd.wire.constants import NotifyType
+from isakmpd.wire.constants import NotifyType, value_map
 from isakmpd.wire.errors import DecodeError
 
 AF_TV = 0x8000                 # RFC 2408 §3.3: Attribute Format bit
@@ -38,7 +38,7 @@ def enum_or_int(enum_class: type[enum.IntEnum] | None, value: int) -> int:
         return value
     # The enum's own value -> member table: cls(value) costs a call through
     # EnumMeta for every field of every payload decoded.
-    return enum_class._value2member_map_.get(value, value)  # type: ignore[return-value]
+    return value_map(enum_class).get(value, value)  # type: ignore[return-value]
 
 
 def _label(attr_type: int) -> str:
@@ -123,6 +123,19 @@ def encode_attributes(attributes: list[Attribute] | tuple[Attribute, ...]) -> by
     return b"".join(attribute.encode() for attribute in attributes)
 
 
+_new = object.__new__
+
+
+def _decoded(attr_type: int, value: int | bytes, offset: int) -> Attribute:
+    """``Attribute(attr_type, value, offset=offset)``, made by filling the new
+    instance's ``__dict__``: the frozen dataclass's ``__init__`` sets each field
+    through ``object.__setattr__``, at three times the cost, and every received
+    transform carries several attributes."""
+    attribute = _new(Attribute)
+    attribute.__dict__.update(type=attr_type, value=value, offset=offset)
+    return attribute
+
+
 def decode_attributes(data: bytes, base_offset: int = 0, *,
                       types: type[enum.IntEnum] | None = None,
                       notify: NotifyType = NotifyType.PAYLOAD_MALFORMED,
@@ -138,7 +151,7 @@ def decode_attributes(data: bytes, base_offset: int = 0, *,
     attributes: list[Attribute] = []
     pos = 0
     end = len(data)
-    names = types._value2member_map_ if types is not None else {}
+    names = value_map(types) if types is not None else {}
     unpack = _TYPE_AND_VALUE.unpack_from
     while pos < end:
         at = base_offset + pos
@@ -151,7 +164,7 @@ def decode_attributes(data: bytes, base_offset: int = 0, *,
         number = word & ATTRIBUTE_TYPE_MAX
         attr_type = names.get(number, number)
         if word & AF_TV:
-            attributes.append(Attribute(attr_type, length_or_value, offset=at))
+            attributes.append(_decoded(attr_type, length_or_value, at))
             pos += 4
             continue
         value_end = pos + 4 + length_or_value
@@ -160,6 +173,6 @@ def decode_attributes(data: bytes, base_offset: int = 0, *,
                 notify, at,
                 f"{context}: {_label(attr_type)} at offset {at}: TLV length "
                 f"{length_or_value} runs past the end ({end - pos - 4} bytes left)")
-        attributes.append(Attribute(attr_type, bytes(data[pos + 4:value_end]), offset=at))
+        attributes.append(_decoded(attr_type, bytes(data[pos + 4:value_end]), at))
         pos = value_end
     return attributes

@@ -20,7 +20,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field, replace
 
-from isakmpd.wire.attributes import enum_or_int
 from isakmpd.wire.constants import (
     COOKIE_SIZE,
     GENERIC_HEADER_SIZE,
@@ -32,6 +31,7 @@ from isakmpd.wire.constants import (
     Flag,
     NotifyType,
     PayloadType,
+    value_map,
 )
 from isakmpd.wire.errors import DecodeError
 from isakmpd.wire.payloads import (
@@ -57,6 +57,13 @@ _RESERVED_EXCHANGES = range(7, 32)
 _NO_FLAGS = Flag(0)
 # Every combination of the flags a valid header may carry, built once.
 _FLAG_VALUES = [Flag(value) for value in range(int(VALID_FLAGS) + 1)]
+# Plain values for the per-message paths (an enum class attribute costs a call
+# through EnumType's __getattr__ slot; see constants.value_map).
+_ENC = int(Flag.ENC)
+_NONE = int(PayloadType.NONE)
+_EXCHANGE_NONE = int(ExchangeType.NONE)
+_PAYLOAD_TYPES = value_map(PayloadType)
+_EXCHANGE_TYPES = value_map(ExchangeType)
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,7 @@ class Header:
 
     @property
     def encrypted(self) -> bool:
-        return bool(self.flags & Flag.ENC)
+        return bool(int(self.flags) & _ENC)
 
     @property
     def major(self) -> int:
@@ -150,16 +157,27 @@ def decode_header(data: bytes, *, check_length: bool = True) -> Header:
     if version & 0x0f != 0:
         raise _fail(NotifyType.INVALID_MINOR_VERSION, 17,
                     f"ISAKMP minor version {version & 0x0f}, we speak 0")
-    if exchange_type == ExchangeType.NONE or exchange_type in _RESERVED_EXCHANGES:
+    if exchange_type == _EXCHANGE_NONE or exchange_type in _RESERVED_EXCHANGES:
         raise _fail(NotifyType.INVALID_EXCHANGE_TYPE, 18,
                     f"exchange type {exchange_type} is reserved")
     if flags & (0xff ^ int(VALID_FLAGS)):
         raise _fail(NotifyType.INVALID_FLAGS, 19,
                     f"flags {flags:#04x} have bits other than ENC, COMMIT and AUTH_ONLY")
-    _check_top_level_type(next_payload, 16, "ISAKMP header")
-    return Header(icookie, rcookie, enum_or_int(PayloadType, next_payload),
-                  enum_or_int(ExchangeType, exchange_type), _FLAG_VALUES[flags], message_id,
-                  length, version)
+    if next_payload not in _ALLOWED_NEXT:
+        _check_top_level_type(next_payload, 16, "ISAKMP header")
+    # Header(...) of a frozen dataclass sets each field through object.__setattr__;
+    # filling the new instance's __dict__ makes the same object at a third of the
+    # cost (every received datagram has one).
+    header = _new_header(Header)
+    header.__dict__.update(
+        icookie=icookie, rcookie=rcookie,
+        next_payload=_PAYLOAD_TYPES.get(next_payload, next_payload),
+        exchange_type=_EXCHANGE_TYPES.get(exchange_type, exchange_type),
+        flags=_FLAG_VALUES[flags], message_id=message_id, length=length, version=version)
+    return header
+
+
+_new_header = object.__new__
 
 
 def _check_top_level_type(payload_type: int, offset: int, where: str) -> None:
@@ -169,7 +187,7 @@ def _check_top_level_type(payload_type: int, offset: int, where: str) -> None:
     NAT-T pair are reserved or have no meaning in IKEv1 (SAK..POP); PROPOSAL and
     TRANSFORM only live inside an SA. Private types (128..255) are accepted.
     """
-    if payload_type == PayloadType.NONE or payload_type in TOP_LEVEL_TYPES:
+    if payload_type == _NONE or payload_type in TOP_LEVEL_TYPES:
         return
     if payload_type >= PRIVATE_PAYLOAD_MIN:
         return
@@ -191,7 +209,7 @@ def _walk(first_type: int, body: bytes, base_offset: int,
     payloads: list[Payload] = []
     pos = 0
     current = first_type
-    while current != PayloadType.NONE:
+    while current:                      # until NONE (0)
         at = base_offset + pos
         left = len(body) - pos
         if left < GENERIC_HEADER_SIZE:
@@ -236,12 +254,12 @@ def decode_payloads(first_type: int, body: bytes, base_offset: int = HEADER_SIZE
 
 def encode_payload_chain(payloads: list[Payload] | tuple[Payload, ...]) -> tuple[int, bytes]:
     """``(type of the first payload, chained bytes)``; ``(NONE, b"")`` when empty."""
-    parts = []
-    for i, payload in enumerate(payloads):
-        following = payloads[i + 1].payload_type if i + 1 < len(payloads) else PayloadType.NONE
-        parts.append(payload.encode(following))
-    first = payloads[0].payload_type if payloads else PayloadType.NONE
-    return first, b"".join(parts)
+    if not payloads:
+        return _NONE, b""
+    types = [payload.payload_type for payload in payloads]
+    types.append(_NONE)
+    return types[0], b"".join([payload.encode(types[i + 1])
+                               for i, payload in enumerate(payloads)])
 
 
 @dataclass
@@ -277,10 +295,24 @@ class Message:
                       _FLAG_VALUES[value] if 0 <= value < len(_FLAG_VALUES) else Flag(value),
                       self.message_id, HEADER_SIZE + size)
 
+    def header_bytes(self, body_length: int, *, flags: int | None = None) -> bytes:
+        """``header(body_length, flags=flags).encode()``, packed without a Header."""
+        payloads = self.payloads
+        if len(self.icookie) == COOKIE_SIZE and len(self.rcookie) == COOKIE_SIZE:
+            try:
+                return _HEADER.pack(self.icookie, self.rcookie,
+                                    payloads[0].payload_type if payloads else _NONE,
+                                    ISAKMP_VERSION, self.exchange_type,
+                                    self.flags if flags is None else flags,
+                                    self.message_id, HEADER_SIZE + body_length)
+            except struct.error:
+                pass
+        return self.header(body_length, flags=flags).encode()   # raises, naming the field
+
     def encode(self) -> bytes:
         """Header and cleartext payloads, flags as set (no encryption here)."""
         body = self.encode_body()
-        return self.header(len(body)).encode() + body
+        return self.header_bytes(len(body)) + body
 
     # -- decoding ---------------------------------------------------------
 

@@ -60,6 +60,7 @@ from isakmpd.wire.constants import (
     ProtocolId,
     Situation,
     member,
+    value_map,
 )
 from isakmpd.wire.errors import DecodeError
 
@@ -116,9 +117,13 @@ _ID_DATA_SIZES: dict[int, int] = {
 }
 
 
+_PAYLOAD_TYPES = value_map(PayloadType)
+_ID_TYPES = value_map(IdType)
+
+
 def payload_label(payload_type: int) -> str:
     """isakmpd's name of a payload type, or ``'private (N)'`` / ``'unknown (N)'``."""
-    member = PayloadType._value2member_map_.get(payload_type)
+    member = _PAYLOAD_TYPES.get(payload_type)
     if member is not None:
         return member.label  # type: ignore[attr-defined, no-any-return]
     kind = "private" if payload_type >= 128 else "unknown"
@@ -167,6 +172,22 @@ def _short_hex(data: bytes, limit: int = 16) -> str:
 
 
 _GENERIC = struct.Struct("!BBH")
+# Members the per-payload code uses, as module names (reading an enum class's
+# attribute costs a Python-level call in 3.11; see constants.value_map).
+_NONE = PayloadType.NONE
+_PROPOSAL = PayloadType.PROPOSAL
+_TRANSFORM = PayloadType.TRANSFORM
+_NAT_D = PayloadType.NAT_D
+_NAT_D_DRAFT = PayloadType.NAT_D_DRAFT
+_NAT_OA = PayloadType.NAT_OA
+_NAT_OA_DRAFT = PayloadType.NAT_OA_DRAFT
+_ISAKMP = ProtocolId.ISAKMP
+_DOI_IPSEC = Doi.IPSEC
+_DOI_ISAKMP = Doi.ISAKMP
+_IDENTITY_ONLY = Situation.IDENTITY_ONLY
+_ATTRIBUTES_NOT_SUPPORTED = NotifyType.ATTRIBUTES_NOT_SUPPORTED
+_IPV4_ADDR = IdType.IPV4_ADDR
+_IPV6_ADDR = IdType.IPV6_ADDR
 _TRANSFORMS_ONLY = frozenset({PayloadType.TRANSFORM})
 _PROPOSALS_ONLY = frozenset({PayloadType.PROPOSAL})
 
@@ -200,7 +221,7 @@ def _walk_chain(data: bytes, base_offset: int, first_type: int, allowed: frozens
                   f"the {len(data) - pos} bytes left")
         items.append((current, bytes(data[pos + GENERIC_HEADER_SIZE:pos + length]), at))
         pos += length
-        if next_type == PayloadType.NONE:
+        if next_type == _NONE:
             if pos != len(data):
                 _fail(NotifyType.BAD_PROPOSAL_SYNTAX, base_offset + pos,
                       f"{context}: {len(data) - pos} bytes follow the last "
@@ -340,11 +361,11 @@ class TransformPayload(Payload):
             # isakmpd message_validate_transform: RESERVED2 must be zero.
             _fail(NotifyType.PAYLOAD_MALFORMED, start + 2,
                   f"transform {number}: reserved field is {reserved:#06x}, must be 0")
-        types = IkeAttr if protocol_id == ProtocolId.ISAKMP else IpsecAttr
+        types = IkeAttr if protocol_id == _ISAKMP else IpsecAttr
         # isakmpd reports attributes it cannot parse as ATTRIBUTES_NOT_SUPPORTED
         # (message_validate_transform after attribute_map fails).
         attributes = decode_attributes(
-            body[4:], start + 4, types=types, notify=NotifyType.ATTRIBUTES_NOT_SUPPORTED,
+            body[4:], start + 4, types=types, notify=_ATTRIBUTES_NOT_SUPPORTED,
             context=f"transform {number}")
         transform_id = enum_or_int(_TRANSFORM_IDS.get(protocol_id), transform_id)
         return cls(number, transform_id, attributes, raw=body, offset=offset)
@@ -381,8 +402,8 @@ class ProposalPayload(Payload):
                            _check_u8(self.protocol_id, "protocol id"),
                            _check_u8(len(self.spi), "SPI size"), len(self.transforms))
         chain = b"".join(
-            transform.encode(PayloadType.TRANSFORM if i + 1 < len(self.transforms)
-                             else PayloadType.NONE)
+            transform.encode(_TRANSFORM if i + 1 < len(self.transforms)
+                             else _NONE)
             for i, transform in enumerate(self.transforms))
         return head + bytes(self.spi) + chain
 
@@ -409,7 +430,7 @@ class ProposalPayload(Payload):
         if count == 0:
             _fail(NotifyType.BAD_PROPOSAL_SYNTAX, start + 3,
                   f"proposal {number} has no transforms")
-        items = _walk_chain(body[4 + spi_size:], start + 4 + spi_size, PayloadType.TRANSFORM,
+        items = _walk_chain(body[4 + spi_size:], start + 4 + spi_size, _TRANSFORM,
                             _TRANSFORMS_ONLY, f"proposal {number}")
         if len(items) != count:
             _fail(NotifyType.BAD_PROPOSAL_SYNTAX, start + 3,
@@ -455,8 +476,8 @@ class SaPayload(Payload):
         if self.situation is not None:
             head += struct.pack("!I", _check_u32(self.situation, "situation"))
         return head + b"".join(
-            proposal.encode(PayloadType.PROPOSAL if i + 1 < len(self.proposals)
-                            else PayloadType.NONE)
+            proposal.encode(_PROPOSAL if i + 1 < len(self.proposals)
+                            else _NONE)
             for i, proposal in enumerate(self.proposals))
 
     @classmethod
@@ -466,23 +487,23 @@ class SaPayload(Payload):
             _too_short(body, 4, offset, "SA")
         (doi,) = struct.unpack_from("!I", body)
         situation: int | None
-        if doi == Doi.IPSEC:
+        if doi == _DOI_IPSEC:
             if len(body) < 8:
                 _too_short(body, 8, offset, "SA (IPsec DOI)")
             (situation,) = struct.unpack_from("!I", body, 4)
-            if situation != Situation.IDENTITY_ONLY:
+            if situation != _IDENTITY_ONLY:
                 _fail(NotifyType.SITUATION_NOT_SUPPORTED, start + 4,
                       f"SA situation {situation:#x} is not IDENTITY_ONLY (1)")
-            situation = Situation.IDENTITY_ONLY
+            situation = _IDENTITY_ONLY
             pos = 8
-        elif doi == Doi.ISAKMP:
+        elif doi == _DOI_ISAKMP:
             situation = None
             pos = 4
         else:
             _fail(NotifyType.DOI_NOT_SUPPORTED, start, f"SA DOI {doi} is not supported")
         if pos == len(body):
             _fail(NotifyType.BAD_PROPOSAL_SYNTAX, start + pos, "SA payload has no proposals")
-        items = _walk_chain(body[pos:], start + pos, PayloadType.PROPOSAL,
+        items = _walk_chain(body[pos:], start + pos, _PROPOSAL,
                             _PROPOSALS_ONLY, "SA")
         proposals: list[ProposalPayload] = []
         for _type, pbody, poffset in items:
@@ -563,7 +584,7 @@ class NatDPayload(_DataPayload):
 
     @property
     def payload_type(self) -> int:
-        return PayloadType.NAT_D_DRAFT if self.draft else PayloadType.NAT_D
+        return _NAT_D_DRAFT if self.draft else _NAT_D
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int, draft: bool = False) -> Self:
@@ -624,7 +645,7 @@ class IdPayload(Payload):
         if len(body) < 4:
             _too_short(body, 4, offset, "ID")
         id_type, protocol, port = struct.unpack_from("!BBH", body)
-        known = IdType._value2member_map_.get(id_type)
+        known = _ID_TYPES.get(id_type)
         if known is None:
             _fail(NotifyType.INVALID_ID_INFORMATION, start,
                   f"ID type {id_type} is not defined by the IPsec DOI")
@@ -643,7 +664,7 @@ class IdPayload(Payload):
                      protocol: int = 0, port: int = 0) -> Self:
         """An IPV4_ADDR or IPV6_ADDR identity."""
         ip = addresses.ip(address) if isinstance(address, str) else address
-        id_type = IdType.IPV4_ADDR if ip.version == 4 else IdType.IPV6_ADDR
+        id_type = _IPV4_ADDR if ip.version == 4 else _IPV6_ADDR
         return cls(id_type, ip.packed, protocol, port)
 
     @classmethod
@@ -721,7 +742,7 @@ def _check_doi_protocol(doi: int, protocol_id: int, start: int, what: str,
                         allow_zero_protocol: bool) -> None:
     # isakmpd message_validate_notify/_delete drop such messages without a
     # notification of their own: silent.
-    if doi not in (Doi.ISAKMP, Doi.IPSEC):
+    if doi not in (_DOI_ISAKMP, _DOI_IPSEC):
         _fail(NotifyType.DOI_NOT_SUPPORTED, start, f"{what}: DOI {doi} is not supported",
               silent=True)
     if protocol_id not in _SPI_SIZES and not (allow_zero_protocol and protocol_id == 0):
@@ -862,7 +883,7 @@ class NatOaPayload(Payload):
 
     @property
     def payload_type(self) -> int:
-        return PayloadType.NAT_OA_DRAFT if self.draft else PayloadType.NAT_OA
+        return _NAT_OA_DRAFT if self.draft else _NAT_OA
 
     def encode_body(self) -> bytes:
         return bytes([_check_u8(self.id_type, "NAT-OA ID type"), 0, 0, 0]) + bytes(self.address)
@@ -888,7 +909,7 @@ class NatOaPayload(Payload):
     def from_address(cls, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
                      draft: bool = False) -> Self:
         ip = ipaddress.ip_address(address)
-        return cls(IdType.IPV4_ADDR if ip.version == 4 else IdType.IPV6_ADDR, ip.packed, draft)
+        return cls(_IPV4_ADDR if ip.version == 4 else _IPV6_ADDR, ip.packed, draft)
 
     def describe(self) -> str:
         return f"{self.label} {format_id_data(self.id_type, self.address)}"
