@@ -154,8 +154,10 @@ class QuickMode(Exchange):
         self._nat_oa: list[Payload] = []                  # NAT-OAi, NAT-OAr we send
         self.nat_oa_received: tuple[str, str] | None = None
         self.started_seq = self.engine.next_seq()   # orders it against other SAs
-        # Responder: the SA record whose inbound SAs went to the kernel with QM2.
+        # Responder: the SA record whose inbound SAs went to the kernel with QM2,
+        # and the outbound SAs built with them, waiting for QM3.
         self._early: IpsecSA | None = None
+        self._outbound: list[KernelSA] = []
         self._ondemand: tuple[int, int | None] | None = None
         self._prf_a: tuple[Any, _prf.KeyedPrf] | None = None   # (keys, prf(SKEYID_a))
 
@@ -573,91 +575,27 @@ class QuickMode(Exchange):
     def _install(self, *, inbound_only: bool = False) -> IpsecSA:
         """Install the negotiated SAs and flows; returns the SA record.
 
-        ``inbound_only`` (the responder, before QM2): only our inbound SAs, kept
-        in ``self._early``; the next call adds the outbound SAs and the flows to
-        that record. On an error everything this record holds is taken out again.
+        ``inbound_only`` (the responder, before QM2): only our inbound SAs; the
+        record is kept in ``self._early`` with the outbound SAs built and waiting,
+        and the next call installs those and the flows. On an error everything the
+        record holds is taken out again.
         """
         kernel = self.engine.kernel
-        keys = self.sa.keys
-        assert keys is not None and self.suite is not None
-        local, remote = self.sa.local, self.sa.remote
-        nat = self.sa.nat.detected
-        in_encap = (remote[1], local[1]) if nat else None
-        out_encap = (local[1], remote[1]) if nat else None
-        local_sel, remote_sel = self._selectors()
         early = self._early
         if early is None:
-            # On demand (a kernel ACQUIRE): the template's reqid, its seq on the
-            # outbound SA, and no flows (the administrator's policies are the flows).
-            # As responder too: the peer may rekey our on-demand connection, and its
-            # SAs must not get flows that would replace the administrator's policies.
-            self._ondemand = self.engine.ondemand.install_hints(self.connection)
-        ondemand = self._ondemand
-        if early is not None:
-            ipsec, reqid = early, early.reqid
+            ipsec, inbound, self._outbound = self._build()
+            todo = inbound if inbound_only else inbound + self._outbound
         else:
-            reqid = kernel.new_reqid() if ondemand is None else ondemand[0]
-            ipsec = IpsecSA(self.connection or "?", self.sa, local, remote, self.initiator,
-                            self.engine.now(), suite=self.suite, reqid=reqid,
-                            local_id=local_sel, remote_id=remote_sel,
-                            started_seq=self.started_seq, nonces=(self.ni_b, self.nr_b),
-                            nat_oa=self.nat_oa_received if self._udp_transport() else None)
-        inbound_done = early is not None
-        pairs: list[SpiPair] = []
-        # prf(SKEYID_d, ·), keyed once for every KEYMAT block of every SA here.
-        skeyid_d = _prf.KeyedPrf(self._hash_alg(), keys.skeyid_d)
-        compressed = len(self.suite.protocols) > 1 and any(
-            c.protocol == ProtocolId.IPCOMP for c in self.suite.protocols)
+            ipsec, todo = early, self._outbound
         try:
-            for choice in self.suite.protocols:
-                protocol = member(ProtocolId, choice.protocol)
-                if protocol == ProtocolId.IPCOMP:
-                    self._install_ipcomp(ipsec, choice, reqid,
-                                         inbound=not inbound_done, outbound=not inbound_only)
-                    pairs.append(SpiPair(protocol, bytes(choice.our_spi)[-2:],
-                                         bytes(choice.peer_spi)[-2:]))
-                    if not compressed:              # IPCOMP alone: its lifetimes
-                        ipsec.life_seconds = choice.life_seconds
-                        ipsec.life_kilobytes = choice.life_kilobytes
-                    continue
-                if protocol == _ESP:
-                    layout = esp_layout(choice.transform_id, choice.key_length,
-                                        choice.auth_algorithm, ISAKMPD_ESP_DEFAULT_KEY_BITS)
-                else:
-                    layout = ah_layout(choice.transform_id, choice.auth_algorithm)
-                inbound, outbound = derive_sa_key_pair(
-                    self._hash_alg(), skeyid_d, layout, choice.our_spi, choice.peer_spi,
-                    self.ni_b, self.nr_b, self.g_qm_xy)
-                mode = natt.plain_mode(choice.encapsulation)
-                if compressed:
-                    mode = EncapsulationMode.TRANSPORT      # inside the IPComp SA
-                auth = int(layout.auth_algorithm) if layout.auth_algorithm else None
-                for sa_keys, src, dst, encap, seq in (
-                        (inbound, remote[0], local[0], in_encap, None),
-                        (outbound, local[0], remote[0], out_encap,
-                         ondemand[1] if ondemand is not None else None)):
-                    if (inbound_only and sa_keys is outbound) or (
-                            inbound_done and sa_keys is inbound):
-                        continue
-                    kernel_sa = KernelSA(
-                        protocol, sa_keys.spi, src, dst, mode,
-                        int(choice.transform_id) if protocol == _ESP
-                        else None,
-                        sa_keys.enc_key, auth, sa_keys.auth_key, reqid,
-                        life_seconds=choice.life_seconds,
-                        life_kilobytes=choice.life_kilobytes,
-                        replay_window=choice.replay_window, encap=encap, acquire_seq=seq)
-                    kernel.add_sa(kernel_sa)
-                    ipsec.kernel_sas.append(kernel_sa)
-                pairs.append(SpiPair(protocol, bytes(choice.our_spi), bytes(choice.peer_spi)))
-                ipsec.life_seconds = choice.life_seconds
-                ipsec.life_kilobytes = choice.life_kilobytes
-            ipsec.spis = tuple(pairs)
+            for kernel_sa in todo:
+                kernel.add_sa(kernel_sa)
+                ipsec.kernel_sas.append(kernel_sa)
             if inbound_only:
                 return ipsec
-            if ondemand is None and not (self.engine.acquire_only
-                                         or self.store.has("General", "Acquire-Only")):
-                for flow in self._flows(local_sel, remote_sel, reqid):
+            if self._ondemand is None and not (self.engine.acquire_only
+                                               or self.store.has("General", "Acquire-Only")):
+                for flow in self._flows(ipsec.local_id, ipsec.remote_id, ipsec.reqid):
                     kernel.add_flow(flow)
                     ipsec.flows.append(flow)
         except (KernelError, CryptoError, ids.IdError):
@@ -667,21 +605,85 @@ class QuickMode(Exchange):
                             (n.lower() for n in self.store.get_list("Phase 2", "Connections")))
         return ipsec
 
-    def _install_ipcomp(self, ipsec: IpsecSA, choice: Any, reqid: int, *,
-                        inbound: bool = True, outbound: bool = True) -> None:
-        """The directions asked for of the IPComp SA: the CPIs widened to the
-        kernel's 4 bytes, the compression transform, the bundle's mode; no keys, no
-        replay window, no lifetimes of its own (RFC 3173; strongSwan's kernel-netlink)."""
+    def _build(self) -> tuple[IpsecSA, list[KernelSA], list[KernelSA]]:
+        """The SA record and the kernel SAs, (inbound ones, outbound ones), KEYMAT
+        derived once for both directions; nothing is installed yet."""
+        keys = self.sa.keys
+        assert keys is not None and self.suite is not None
+        local, remote = self.sa.local, self.sa.remote
+        nat = self.sa.nat.detected
+        in_encap = (remote[1], local[1]) if nat else None
+        out_encap = (local[1], remote[1]) if nat else None
+        local_sel, remote_sel = self._selectors()
+        # On demand (a kernel ACQUIRE): the template's reqid, its seq on the outbound
+        # SA, and no flows (the administrator's policies are the flows). As responder
+        # too: the peer may rekey our on-demand connection, and its SAs must not get
+        # flows that would replace the administrator's policies.
+        ondemand = self._ondemand = self.engine.ondemand.install_hints(self.connection)
+        reqid = self.engine.kernel.new_reqid() if ondemand is None else ondemand[0]
+        ipsec = IpsecSA(self.connection or "?", self.sa, local, remote, self.initiator,
+                        self.engine.now(), suite=self.suite, reqid=reqid,
+                        local_id=local_sel, remote_id=remote_sel,
+                        started_seq=self.started_seq, nonces=(self.ni_b, self.nr_b),
+                        nat_oa=self.nat_oa_received if self._udp_transport() else None)
+        inbound_sas: list[KernelSA] = []
+        outbound_sas: list[KernelSA] = []
+        pairs: list[SpiPair] = []
+        # prf(SKEYID_d, ·), keyed once for every KEYMAT block of every SA here.
+        skeyid_d = _prf.KeyedPrf(self._hash_alg(), keys.skeyid_d)
+        compressed = len(self.suite.protocols) > 1 and any(
+            c.protocol == ProtocolId.IPCOMP for c in self.suite.protocols)
+        for choice in self.suite.protocols:
+            protocol = member(ProtocolId, choice.protocol)
+            if protocol == ProtocolId.IPCOMP:
+                into, outof = self._ipcomp_sas(choice, reqid)
+                inbound_sas.append(into)
+                outbound_sas.append(outof)
+                pairs.append(SpiPair(protocol, bytes(choice.our_spi)[-2:],
+                                     bytes(choice.peer_spi)[-2:]))
+                if not compressed:              # IPCOMP alone: its lifetimes
+                    ipsec.life_seconds = choice.life_seconds
+                    ipsec.life_kilobytes = choice.life_kilobytes
+                continue
+            if protocol == _ESP:
+                layout = esp_layout(choice.transform_id, choice.key_length,
+                                    choice.auth_algorithm, ISAKMPD_ESP_DEFAULT_KEY_BITS)
+            else:
+                layout = ah_layout(choice.transform_id, choice.auth_algorithm)
+            inbound, outbound = derive_sa_key_pair(
+                self._hash_alg(), skeyid_d, layout, choice.our_spi, choice.peer_spi,
+                self.ni_b, self.nr_b, self.g_qm_xy)
+            mode = natt.plain_mode(choice.encapsulation)
+            if compressed:
+                mode = EncapsulationMode.TRANSPORT      # inside the IPComp SA
+            auth = int(layout.auth_algorithm) if layout.auth_algorithm else None
+            transform = int(choice.transform_id) if protocol == _ESP else None
+            for sa_keys, src, dst, encap, seq, into in (
+                    (inbound, remote[0], local[0], in_encap, None, inbound_sas),
+                    (outbound, local[0], remote[0], out_encap,
+                     ondemand[1] if ondemand is not None else None, outbound_sas)):
+                into.append(KernelSA(
+                    protocol, sa_keys.spi, src, dst, mode, transform,
+                    sa_keys.enc_key, auth, sa_keys.auth_key, reqid,
+                    life_seconds=choice.life_seconds, life_kilobytes=choice.life_kilobytes,
+                    replay_window=choice.replay_window, encap=encap, acquire_seq=seq))
+            pairs.append(SpiPair(protocol, bytes(choice.our_spi), bytes(choice.peer_spi)))
+            ipsec.life_seconds = choice.life_seconds
+            ipsec.life_kilobytes = choice.life_kilobytes
+        ipsec.spis = tuple(pairs)
+        return ipsec, inbound_sas, outbound_sas
+
+    def _ipcomp_sas(self, choice: Any, reqid: int) -> tuple[KernelSA, KernelSA]:
+        """(inbound, outbound) IPComp SA: the CPIs widened to the kernel's 4 bytes,
+        the compression transform, the bundle's mode; no keys, no replay window, no
+        lifetimes of its own (RFC 3173; strongSwan's kernel-netlink)."""
         mode = natt.plain_mode(choice.encapsulation)
         local, remote = self.sa.local[0], self.sa.remote[0]
-        directions = ([(choice.our_spi, remote, local)] if inbound else []) + (
-            [(choice.peer_spi, local, remote)] if outbound else [])
-        for cpi, src, dst in directions:
-            kernel_sa = KernelSA(ProtocolId.IPCOMP, _kernel_cpi(cpi), src, dst, mode, None,
-                                 b"", None, b"", reqid, replay_window=0,
-                                 comp_transform=int(choice.transform_id))
-            self.engine.kernel.add_sa(kernel_sa)
-            ipsec.kernel_sas.append(kernel_sa)
+        return tuple(                                           # type: ignore[return-value]
+            KernelSA(ProtocolId.IPCOMP, _kernel_cpi(cpi), src, dst, mode, None, b"", None,
+                     b"", reqid, replay_window=0, comp_transform=int(choice.transform_id))
+            for cpi, src, dst in ((choice.our_spi, remote, local),
+                                  (choice.peer_spi, local, remote)))
 
     def _undo(self, ipsec: IpsecSA) -> None:
         for flow in ipsec.flows:
