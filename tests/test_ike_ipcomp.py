@@ -25,7 +25,7 @@ from tests.support.ikepair import (
     EAST,
     WEST,
     collect,
-    exchange_calls,
+    establish,
     kernel_sa_mismatches,
     make_config,
     make_pair,
@@ -76,13 +76,7 @@ def both(suites: str, transform: str = "DEFLATE") -> dict:
 class IpcompTests(SynchronousTestCase):
 
     def establish(self, **kw) -> tuple:
-        network, west, east = make_pair(**kw)
-        box = collect(west.engine.initiate_connection("conn"))
-        network.run()
-        self.assertEqual(len(box), 1)
-        self.assertIsInstance(box[0], IpsecSA, west.log_text() + east.log_text())
-        self.assertEqual(exchange_calls(network.clock), [])
-        return network, west, east, box[0]
+        return establish(self, **kw)
 
     def check_bundle(self, west, east, mode: EncapsulationMode) -> None:
         """ESP and IPCOMP crosswise; the CPIs; no keys on IPComp; ESP inside."""

@@ -25,6 +25,7 @@ from tests.support.ikepair import (
     Nat,
     collect,
     decode,
+    establish,
     exchange_calls,
     kernel_sa_mismatches,
     make_pair,
@@ -41,13 +42,7 @@ def both(**kw):
 class QuickModeTests(SynchronousTestCase):
 
     def establish(self, **kw) -> tuple:
-        network, west, east = make_pair(**kw)
-        box = collect(west.engine.initiate_connection("conn"))
-        network.run()
-        self.assertEqual(len(box), 1)
-        self.assertIsInstance(box[0], IpsecSA, west.log_text() + east.log_text())
-        self.assertEqual(exchange_calls(network.clock), [])
-        return network, west, east, box[0]
+        return establish(self, **kw)
 
     def check_crosswise(self, west, east, *, protocols=1) -> None:
         self.assertEqual(kernel_sa_mismatches(west.kernel, east.kernel), [])

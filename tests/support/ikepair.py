@@ -393,6 +393,22 @@ def exchange_calls(clock: Clock) -> list:
             if getattr(call.func, "__name__", "") not in SA_TIMERS]
 
 
+def establish(test, **kw) -> tuple[Network, Node, Node, object]:
+    """make_pair(**kw), then west brings "conn" up: (network, west, east, west's IpsecSA).
+
+    Fails *test* (a TestCase) with both logs when no IPsec SA results, or when an
+    exchange timer is left behind.
+    """
+    from isakmpd.ike.sa import IpsecSA
+    network, west, east = make_pair(**kw)
+    box = collect(west.engine.initiate_connection("conn"))
+    network.run()
+    test.assertEqual(len(box), 1)
+    test.assertIsInstance(box[0], IpsecSA, west.log_text() + east.log_text())
+    test.assertEqual(exchange_calls(network.clock), [])
+    return network, west, east, box[0]
+
+
 def keepalive_calls(clock: Clock) -> list:
     """The clock's pending NAT-keepalive timers."""
     return [call for call in clock.getDelayedCalls()
