@@ -379,3 +379,27 @@ class CommandLineTests(SynchronousTestCase):
         options = tap.Options()
         options.parseOptions(["-n", "-L"])
         self.assertEqual(options.settings().capture_file, "/var/run/isakmpd.pcap")
+
+
+class CheapInfoTests(SynchronousTestCase):
+    """isakmpd.log.info hands the observer the event Logger.info would."""
+
+    def test_same_event_as_logger_info(self) -> None:
+        events: list[dict[str, Any]] = []
+        logger = Logger(namespace="isakmpd.test", source=self, observer=events.append)
+        logger.info("SA {sa} up", sa="x")
+        isakmpd_log.info(logger, "SA {sa} up", sa="x")
+        twisted_event, ours = events
+        self.assertLess(abs(twisted_event.pop("log_time") - ours.pop("log_time")), 60)
+        self.assertEqual(ours, twisted_event)
+        self.assertEqual(formatEvent(ours), "SA x up")
+
+    def test_other_loggers_get_their_own_info(self) -> None:
+        calls: list[tuple[str, dict[str, Any]]] = []
+
+        class Other:
+            def info(self, fmt: str, **kwargs: Any) -> None:
+                calls.append((fmt, kwargs))
+
+        isakmpd_log.info(Other(), "x {a}", a=1)
+        self.assertEqual(calls, [("x {a}", {"a": 1})])

@@ -89,6 +89,7 @@ from isakmpd.ike.exchange import Exchange, ExchangeFailed, FinishedExchange
 from isakmpd.ike.ondemand import OnDemand
 from isakmpd.ike.sa import ZERO_COOKIE, Address, IpsecSA, IsakmpSA, SaDatabase, SaState
 from isakmpd.kernel.interface import KernelError
+from isakmpd.log import info as log_info
 from isakmpd.transport.interface import IDatagramHandler
 from isakmpd.wire import addresses
 from isakmpd.wire.constants import (
@@ -946,7 +947,7 @@ class Engine:
         sa.established_seq = self.next_seq()
         life = sa.suite.life_seconds if sa.suite is not None else None
         sa.life_seconds = life if life else DEFAULT_PHASE1_LIFETIME
-        self.log.info("ISAKMP SA established: {sa}", sa=sa.describe())
+        log_info(self.log, "ISAKMP SA established: {sa}", sa=sa.describe())
         if debug.verbose():
             # exchange.c exchange_finalize.
             id_i, id_r = (sa.local_id, sa.remote_id) if sa.initiator else \
@@ -969,15 +970,16 @@ class Engine:
             if other.established_seq >= sa.started_seq and sa.cookies < other.cookies:
                 loser = sa
             self.sadb.mark_replaced(loser)
-            self.log.info("{old} replaced by {new}", old=loser.describe(),
-                          new=(sa if loser is other else other).describe())
+            log_info(self.log, "{old} replaced by {new}", old=loser.describe(),
+                     new=(sa if loser is other else other).describe())
             if loser is sa:
                 break
 
     def ipsec_established(self, ipsec: IpsecSA) -> None:
         ipsec.state = _READY
         ipsec.established_seq = self.next_seq()
-        self.log.info("IPsec SA established: {sa}", sa=ipsec.describe())
+        text = ipsec.describe()             # also its "replaced by" line's, below
+        log_info(self.log, "IPsec SA established: {sa}", sa=text)
         if debug.verbose():
             # ike_quick_mode.c post_quick_mode: the ISAKMP SA's transport.
             carrier = ipsec.isakmp_sa
@@ -995,7 +997,7 @@ class Engine:
                 continue
             if other.established_seq < ipsec.started_seq:
                 # A rekey: ``other`` was up before this negotiation began.
-                self._replace(other, ipsec, delete=ipsec.initiator)
+                self._replace(other, ipsec, delete=ipsec.initiator, new_text=text)
             else:
                 # Twins from simultaneous Quick Modes: the lowest nonce loses.
                 loser = other if min(other.nonces) < min(ipsec.nonces) else ipsec
@@ -1108,9 +1110,12 @@ class Engine:
                    "expiry in {hard:.0f} s", sa=sa, soft=sa.soft_at - now,
                    hard=sa.hard_at - now)
 
-    def _replace(self, old: IpsecSA, new: IpsecSA, *, delete: bool) -> None:
+    def _replace(self, old: IpsecSA, new: IpsecSA, *, delete: bool,
+                 new_text: str | None = None) -> None:
+        """``new`` takes over from ``old`` (``new_text``: its describe(), if made)."""
         self.sadb.mark_replaced(old)
-        self.log.info("{old} replaced by {new}", old=old.describe(), new=new.describe())
+        log_info(self.log, "{old} replaced by {new}", old=old.describe(),
+                 new=new.describe() if new_text is None else new_text)
         if delete and "replaced" not in old.timers:
             old.timers["replaced"] = self.clock.callLater(REPLACED_GRACE,
                                                           self._drop_replaced, old)

@@ -316,6 +316,8 @@ def ids_match(expected: IdPayload, received: IdPayload, *, check_ports: bool = T
                         or expected.port != received.port):
         return False
     if expected.id_type in ADDRESS_ID_TYPES and received.id_type in ADDRESS_ID_TYPES:
+        if expected.id_type == received.id_type and expected.data == received.data:
+            return True             # the same ID (the usual case): the same network
         mine = id_network(expected)
         theirs = id_network(received)
         if mine is None or theirs is None:

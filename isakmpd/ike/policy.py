@@ -884,7 +884,10 @@ def check_remote_id(store: Store, peer_section: str, received: IdPayload) -> Non
 # --- phase 2 ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# ProtocolChoice and Phase2Suite are values, never changed once made
+# (dataclasses.replace makes another); not frozen, which would cost a call per field
+# in every Quick Mode.
+@dataclass(unsafe_hash=True, slots=True)
 class ProtocolChoice:
     """One protocol (ESP or AH) of the chosen phase 2 proposal.
 
@@ -919,7 +922,7 @@ class ProtocolChoice:
         return f"{short}:{text}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(unsafe_hash=True, slots=True)
 class Phase2Suite:
     """The chosen phase 2 proposal: its protocols and PFS group (None: no PFS).
 
@@ -932,14 +935,20 @@ class Phase2Suite:
     pfs_group: int | None
     responder_lifetime: bool = False
     proposal_number: int | None = field(default=None, compare=False)
+    # describe()'s text, made on first use: the SA's log lines (established, replaced,
+    # deleted) each name the suite. Not copied by dataclasses.replace.
+    _text: str | None = field(default=None, init=False, compare=False, repr=False)
 
     def describe(self) -> str:
         """E.g. ``ESP:AES-256/HMAC_SHA2_256 TUNNEL PFS MODP_2048``."""
-        protocols = "+".join(choice.describe() for choice in self.protocols)
-        mode = self.protocols[0].encapsulation.label if self.protocols else "?"
-        pfs = (f"PFS {GroupDescription.describe(self.pfs_group)}"
-               if self.pfs_group is not None else "no PFS")
-        return f"{protocols} {mode} {pfs}"
+        text = self._text
+        if text is None:
+            protocols = "+".join(choice.describe() for choice in self.protocols)
+            mode = self.protocols[0].encapsulation.label if self.protocols else "?"
+            pfs = (f"PFS {GroupDescription.describe(self.pfs_group)}"
+                   if self.pfs_group is not None else "no PFS")
+            text = self._text = f"{protocols} {mode} {pfs}"
+        return text
 
 
 @dataclass(frozen=True)

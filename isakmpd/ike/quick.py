@@ -61,6 +61,7 @@ from isakmpd.crypto import dh
 from isakmpd.crypto import prf as _prf
 from isakmpd.crypto.ipsec_keys import (
     ISAKMPD_ESP_DEFAULT_KEY_BITS,
+    KeymatLayout,
     ah_layout,
     derive_sa_key_pair,
     esp_layout,
@@ -116,6 +117,9 @@ NONCE_MIN, NONCE_MAX = 8, 256
 # Received ID types Quick Mode accepts (inventory §4.5); FQDN for NAT-T transport.
 _ID_TYPES = frozenset({IdType.IPV4_ADDR, IdType.IPV6_ADDR, IdType.IPV4_ADDR_SUBNET,
                        IdType.IPV6_ADDR_SUBNET, IdType.FQDN})
+# KEYMAT layouts by (protocol, transform, key length, auth algorithm): one per suite
+# shape a configuration accepts (an unsupported one raises and is not kept).
+_LAYOUTS: dict[tuple[int, int, int | None, int | None], KeymatLayout] = {}
 
 
 class QuickMode(Exchange):
@@ -645,11 +649,15 @@ class QuickMode(Exchange):
                     ipsec.life_seconds = choice.life_seconds
                     ipsec.life_kilobytes = choice.life_kilobytes
                 continue
-            if protocol == _ESP:
-                layout = esp_layout(choice.transform_id, choice.key_length,
-                                    choice.auth_algorithm, ISAKMPD_ESP_DEFAULT_KEY_BITS)
-            else:
-                layout = ah_layout(choice.transform_id, choice.auth_algorithm)
+            shape = (protocol, choice.transform_id, choice.key_length, choice.auth_algorithm)
+            layout = _LAYOUTS.get(shape)
+            if layout is None:
+                if protocol == _ESP:
+                    layout = esp_layout(choice.transform_id, choice.key_length,
+                                        choice.auth_algorithm, ISAKMPD_ESP_DEFAULT_KEY_BITS)
+                else:
+                    layout = ah_layout(choice.transform_id, choice.auth_algorithm)
+                _LAYOUTS[shape] = layout
             inbound, outbound = derive_sa_key_pair(
                 self._hash_alg(), skeyid_d, layout, choice.our_spi, choice.peer_spi,
                 self.ni_b, self.nr_b, self.g_qm_xy)

@@ -168,7 +168,8 @@ class IsakmpSA(_Timed):
         return f"<{self.describe()}>"
 
 
-@dataclass(frozen=True, slots=True)
+# A value, never changed once made; not frozen, which would cost a call per field.
+@dataclass(unsafe_hash=True, slots=True)
 class SpiPair:
     """The two SPIs of one protocol of an IPsec SA: ours (inbound) and the peer's."""
 

@@ -7,6 +7,9 @@ policy: traffic matching these selectors is protected by the SAs of ``reqid``) a
 :class:`KernelError`.
 
 Everything here is synchronous: netlink is local, so a provider answers at once.
+:class:`KernelSA` is frozen. :class:`KernelFlow` is a value too (nothing changes one
+after it is made; it hashes by value) but not a frozen dataclass, whose ``__init__``
+pays an ``object.__setattr__`` call per field: every Quick Mode makes three flows.
 Keys never appear in ``repr()`` or in :meth:`KernelSA.describe`, so SAs can be
 logged and dumped into reports safely.
 """
@@ -119,7 +122,7 @@ class KernelSA:
         return f"KernelSA<{self.describe()}>"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(unsafe_hash=True, slots=True)   # a value; see the module docstring
 class KernelFlow:
     """A policy: traffic between these selectors is protected by the SAs of ``reqid``.
 

@@ -73,6 +73,13 @@ def _network(text: str, what: str) -> ipaddress.IPv4Network | ipaddress.IPv6Netw
         raise KernelError(f"{what} {text!r} is not a network (address/prefix)") from None
 
 
+# The supported protocols by value, for the checks every SA and flow goes through
+# (the functions above raise the errors; these only skip their calls when all is well).
+_SUPPORTED = {int(protocol): protocol for protocol in _PROTOCOLS}
+_canonical = addresses.canonical
+_network_of = addresses.network
+
+
 def _protocol(protocol: int) -> ProtocolId:
     if protocol not in _PROTOCOLS:
         raise KernelError(f"protocol {ProtocolId.describe(protocol)} is not supported by the "
@@ -148,10 +155,18 @@ class MemoryKernel:
                            spi=spi.hex(), dst=key[2])
 
     def add_sa(self, sa: KernelSA) -> None:
-        protocol = _protocol(sa.protocol)
-        spi = _spi(sa.spi)
-        _address(sa.src, "source")
-        dst = _address(sa.dst, "destination")
+        protocol = _SUPPORTED.get(sa.protocol)
+        if protocol is None:
+            protocol = _protocol(sa.protocol)
+        spi = sa.spi
+        if type(spi) is not bytes or len(spi) != 4:
+            spi = _spi(spi)
+        try:
+            _canonical(sa.src)
+            dst = _canonical(sa.dst)
+        except ValueError:
+            _address(sa.src, "source")
+            dst = _address(sa.dst, "destination")
         if sa.mode not in _MODES:
             raise KernelError(f"SA mode must be TUNNEL or TRANSPORT, not "
                               f"{EncapsulationMode.describe(sa.mode)} (NAT-T is said by encap)")
@@ -210,11 +225,16 @@ class MemoryKernel:
         if flow.direction not in _DIRECTIONS:
             raise KernelError(f"flow direction must be one of {', '.join(_DIRECTIONS)}, "
                               f"not {flow.direction!r}")
-        src = _network(flow.src_net, "flow source")
-        dst = _network(flow.dst_net, "flow destination")
-        if src.version != dst.version:
+        try:
+            src = _network_of(flow.src_net)
+            dst = _network_of(flow.dst_net)
+        except ValueError:
+            src = _network(flow.src_net, "flow source")
+            dst = _network(flow.dst_net, "flow destination")
+        if type(src) is not type(dst):          # IPv4Network / IPv6Network
             raise KernelError(f"flow {flow.src_net} -> {flow.dst_net} mixes IPv4 and IPv6")
-        _protocol(flow.protocol_sa)
+        if flow.protocol_sa not in _SUPPORTED:
+            _protocol(flow.protocol_sa)
         if flow.mode not in _MODES:
             raise KernelError(f"flow mode must be TUNNEL or TRANSPORT, not "
                               f"{EncapsulationMode.describe(flow.mode)}")
@@ -222,8 +242,12 @@ class MemoryKernel:
             if flow.tunnel_src is None or flow.tunnel_dst is None:
                 raise KernelError(f"tunnel-mode flow {flow.describe()} needs both tunnel "
                                   "endpoints")
-            _address(flow.tunnel_src, "tunnel source")
-            _address(flow.tunnel_dst, "tunnel destination")
+            try:
+                _canonical(flow.tunnel_src)
+                _canonical(flow.tunnel_dst)
+            except ValueError:
+                _address(flow.tunnel_src, "tunnel source")
+                _address(flow.tunnel_dst, "tunnel destination")
 
     def add_flow(self, flow: KernelFlow) -> None:
         self._check_flow(flow)
