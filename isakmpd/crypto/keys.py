@@ -259,20 +259,23 @@ class IvChain:
 
     def iv_for_message_id(self, message_id: int | bytes) -> IvChain:
         """The chain of the phase 2 exchange ``message_id``, from this (phase 1) IV."""
-        return IvChain(self.hash_algorithm, self.block_size,
-                       phase2_iv(self.hash_algorithm, self.iv, message_id,
-                                 self.block_size))
+        # _truncate gave exactly block_size bytes: no __post_init__ check needed.
+        return _chain(self.hash_algorithm, self.block_size,
+                      phase2_iv(self.hash_algorithm, self.iv, message_id,
+                                self.block_size))
 
     def advance(self, ciphertext: bytes) -> IvChain:
         """The chain after ``ciphertext`` (an encrypted message body) went by."""
-        if not ciphertext or len(ciphertext) % self.block_size:
+        block_size = self.block_size
+        if not ciphertext or len(ciphertext) % block_size:
             raise CryptoError(f"ciphertext of {len(ciphertext)} bytes is not a whole "
-                              f"number of {self.block_size}-byte blocks")
-        return IvChain(self.hash_algorithm, self.block_size, ciphertext[-self.block_size:])
+                              f"number of {block_size}-byte blocks")
+        return _chain(self.hash_algorithm, block_size, ciphertext[-block_size:])
 
     def encrypt(self, cipher: Phase1Cipher, payloads: bytes) -> tuple[bytes, IvChain]:
         """Zero-pad and encrypt a message body; return it and the next chain."""
-        self._check_cipher(cipher)
+        if cipher.block_size != self.block_size:
+            self._check_cipher(cipher)
         ciphertext = cipher.encrypt(self.iv, zero_pad(payloads, self.block_size))
         return ciphertext, self.advance(ciphertext)
 
@@ -281,7 +284,8 @@ class IvChain:
 
         A body that is not a whole number of blocks raises :class:`CryptoError`.
         """
-        self._check_cipher(cipher)
+        if cipher.block_size != self.block_size:
+            self._check_cipher(cipher)
         plaintext = cipher.decrypt(self.iv, ciphertext)
         return plaintext, self.advance(ciphertext)
 
@@ -289,3 +293,21 @@ class IvChain:
         if cipher.block_size != self.block_size:
             raise CryptoError(f"{cipher.algorithm.label} has {cipher.block_size}-byte "
                               f"blocks, the IV chain {self.block_size}")
+
+
+# IvChain(...) for fields known to agree (the IV is block_size bytes), filled in
+# through the slots' own setters: the frozen dataclass's __init__ sets each field
+# with object.__setattr__ and then runs __post_init__, and every encrypted message
+# makes a new chain.
+_new_chain = object.__new__
+_set_hash_algorithm = IvChain.__dict__["hash_algorithm"].__set__
+_set_block_size = IvChain.__dict__["block_size"].__set__
+_set_iv = IvChain.__dict__["iv"].__set__
+
+
+def _chain(hash_algorithm: HashAlgorithm, block_size: int, iv: bytes) -> IvChain:
+    chain: IvChain = _new_chain(IvChain)
+    _set_hash_algorithm(chain, hash_algorithm)
+    _set_block_size(chain, block_size)
+    _set_iv(chain, iv)
+    return chain

@@ -329,7 +329,9 @@ class Engine:
             observer(exchange)
         if exchange.sa.state is not _DEAD and not (exchange.PHASE == 1
                                                           and exchange.failed):
-            kept = self._finished.setdefault(exchange.sa, OrderedDict())
+            kept = self._finished.get(exchange.sa)
+            if kept is None:        # (not setdefault: it would make a dict every time)
+                kept = self._finished[exchange.sa] = OrderedDict()
             kept[exchange.message_id] = FinishedExchange(exchange)
             while len(kept) > _FINISHED_KEPT:
                 kept.popitem(last=False)
@@ -572,7 +574,7 @@ class Engine:
     def datagram_received(self, data: bytes, local: Address, remote: Address) -> None:
         """One ISAKMP message from the transport. Never raises."""
         try:
-            self._datagram(bytes(data), local, remote)
+            self._datagram(data if data.__class__ is bytes else bytes(data), local, remote)
         except Exception:  # noqa: BLE001 - nothing may escape into the transport
             self.log.failure("internal error handling {size} bytes from {ip}:{port}",
                              size=len(data), ip=remote[0], port=remote[1])
@@ -627,7 +629,8 @@ class Engine:
             self._phase1_message(sa, data, header, local, remote)
         else:
             self._phase2_message(sa, data, header, local, remote)
-        self._follow_float(sa, data, local, remote)
+        if local[1] == self.nat_t_port:       # (_follow_float's first test, without a call)
+            self._follow_float(sa, data, local, remote)
 
     def _follow_float(self, sa: IsakmpSA, data: bytes, local: Address,
                       remote: Address) -> None:
@@ -798,7 +801,6 @@ class Engine:
 
     def _new_phase1_responder(self, data: bytes, header: Header, local: Address,
                               remote: Address) -> None:
-        from isakmpd.ike.phase1 import phase1_class
         section = policy.find_peer_section(self.store, remote[0])
         if section is None:
             self._bad(remote, "no [Phase 1] section names this peer and there is no Default")
@@ -819,9 +821,9 @@ class Engine:
                       self.now(), exchange_type=header.exchange_type,
                       started_seq=self.next_seq())
         self.sadb.add_isakmp(sa)
-        exchange = phase1_class(header.exchange_type)(self, sa, initiator=False,
-                                                      message_id=0, local=local,
-                                                      remote=remote)
+        exchange = _responder_class(header.exchange_type)(self, sa, initiator=False,
+                                                          message_id=0, local=local,
+                                                          remote=remote)
         self._register(exchange)
         exchange.start()
         exchange.receive(data, header, local, remote)
@@ -857,7 +859,10 @@ class Engine:
     def _phase2_message(self, sa: IsakmpSA, data: bytes, header: Header, local: Address,
                         remote: Address) -> None:
         mid = header.message_id
-        exchange = self._exchanges.get((sa, mid)) or self._finished_exchange(sa, mid)
+        exchange = self._exchanges.get((sa, mid))
+        if exchange is None:
+            kept = self._finished.get(sa)        # (_finished_exchange, without a call)
+            exchange = kept.get(mid) if kept else None
         if exchange is not None:
             if header.exchange_type != exchange.EXCHANGE_TYPE:
                 self._bad(remote, "{got} message with the message ID of a {want} exchange",
@@ -877,18 +882,12 @@ class Engine:
             self._bad(remote, "cleartext {type} on an ISAKMP SA",
                       type=ExchangeType.describe(header.exchange_type))
             return
-        if header.exchange_type == _QUICK_MODE:
-            from isakmpd.ike.quick import QuickMode
-            exchange = QuickMode(self, sa, initiator=False, message_id=mid, local=local,
-                                 remote=remote)
-        elif header.exchange_type == _INFO:
-            from isakmpd.ike.informational import Informational
-            exchange = Informational(self, sa, initiator=False, message_id=mid, local=local,
-                                     remote=remote)
-        else:
+        if header.exchange_type not in (_QUICK_MODE, _INFO):
             self._bad(remote, "{type} exchanges are not supported",
                       type=ExchangeType.describe(header.exchange_type))
             return
+        exchange = _responder_class(header.exchange_type)(
+            self, sa, initiator=False, message_id=mid, local=local, remote=remote)
         # The ID is not "used" until a message of it authenticates.
         self._exchanges[(sa, mid)] = exchange
         exchange.on_done.append(self._exchange_done)
@@ -1326,3 +1325,24 @@ class Engine:
                 continue
             updated.append(new)
         ipsec.kernel_sas = updated
+
+
+# The exchanges a peer starts, by exchange type, for the dispatcher. Filled on first
+# use (this module does not import the exchange modules when it loads), not by an
+# import statement on the per-message path, which costs about a microsecond each time.
+_RESPONDERS: dict[int, type[Exchange]] = {}
+
+
+def _responder_class(exchange_type: int) -> type[Exchange]:
+    """The class that answers an exchange of ``exchange_type`` (Main, Aggressive,
+    Quick Mode or Informational)."""
+    cls = _RESPONDERS.get(exchange_type)
+    if cls is None:
+        from isakmpd.ike.informational import Informational
+        from isakmpd.ike.phase1 import AggressiveMode, MainMode
+        from isakmpd.ike.quick import QuickMode
+        _RESPONDERS.update({ExchangeType.ID_PROT: MainMode,
+                            ExchangeType.AGGRESSIVE: AggressiveMode,
+                            _QUICK_MODE: QuickMode, _INFO: Informational})
+        cls = _RESPONDERS[exchange_type]
+    return cls

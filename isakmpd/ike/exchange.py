@@ -7,7 +7,8 @@ steps (DESIGN.md §3):
 * ``INITIATOR_STEPS`` / ``RESPONDER_STEPS`` name the ordered ``send_*`` and
   ``recv_*`` methods of each role; ``MESSAGES`` says, per receive step, which
   payloads the message must and may carry, and ``ENCRYPTED`` which steps travel
-  encrypted;
+  encrypted; each class turns these into one script per role when it is created
+  (what a message needs is then looked up, not worked out, per message);
 * the send path encodes, encrypts with the exchange's IV chain (phase 1: the ISAKMP
   SA's chain; phase 2 and informational: a chain from hash(last phase 1 IV | M-ID))
   and remembers the exact bytes sent;
@@ -33,12 +34,14 @@ drop the message. Nothing here raises out of :meth:`Exchange.receive`.
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from isakmpd import debug
 from isakmpd.crypto.keys import IvChain
 from isakmpd.crypto.prf import CryptoError
 from isakmpd.debug import DebugClass
@@ -46,7 +49,7 @@ from isakmpd.ike.policy import NegotiationError
 from isakmpd.ike.sa import Address, IsakmpSA
 from isakmpd.wire.constants import HEADER_SIZE, ExchangeType, Flag, NotifyType, PayloadType
 from isakmpd.wire.errors import DecodeError
-from isakmpd.wire.message import Header, Message
+from isakmpd.wire.message import Header, Message, encode_payload_chain, pack_header
 from isakmpd.wire.payloads import Payload, payload_label
 
 if TYPE_CHECKING:
@@ -58,6 +61,11 @@ __all__ = ["Exchange", "ExchangeError", "ExchangeFailed", "MessageSpec"]
 
 # (required payload types, optional payload types) of one received message.
 MessageSpec = tuple[tuple[int, ...], tuple[int, ...]]
+# One step of a role's script, built once per class (Exchange.__init_subclass__):
+# (method name, is a send step, travels encrypted, is timer-retransmitted (send
+# steps), required payload types, payload types a message may carry without a
+# second look (receive steps)).
+Step = tuple[str, bool, bool, bool, frozenset[int], frozenset[int]]
 
 # Private and NAT-T payloads any message may carry without being listed.
 _ALWAYS_OPTIONAL = frozenset({PayloadType.VENDOR})
@@ -68,6 +76,8 @@ _EXCHANGE = DebugClass.EXCHANGE
 _MESSAGE = DebugClass.MESSAGE
 _NO_FLAGS = Flag(0)
 _ENC = Flag.ENC
+_enabled = debug.enabled
+_TYPE_OF = operator.attrgetter("payload_type")
 
 
 class ExchangeError(Exception):
@@ -108,6 +118,29 @@ class Exchange:
     # Send steps whose message is not timer-retransmitted (besides the final one).
     UNTIMED: ClassVar[frozenset[str]] = frozenset()
     PHASE: ClassVar[int] = 2
+    # The scripts of both roles, from the tables above.
+    _INITIATOR_SCRIPT: ClassVar[tuple[Step, ...]] = ()
+    _RESPONDER_SCRIPT: ClassVar[tuple[Step, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._INITIATOR_SCRIPT = cls._script_of(cls.INITIATOR_STEPS)
+        cls._RESPONDER_SCRIPT = cls._script_of(cls.RESPONDER_STEPS)
+
+    @classmethod
+    def _script_of(cls, names: tuple[str, ...]) -> tuple[Step, ...]:
+        script = []
+        for index, name in enumerate(names):
+            required, optional = cls.MESSAGES.get(name, ((), ()))
+            # What passes without check_payloads: listed types, and VID in phase 1
+            # (anywhere else it is refused, so it takes the long way).
+            plain = frozenset(required) | frozenset(optional)
+            plain = (plain | _ALWAYS_OPTIONAL if cls.PHASE == 1
+                     else plain - _ALWAYS_OPTIONAL)
+            script.append((name, name.startswith("send_"), name in cls.ENCRYPTED,
+                           index + 1 < len(names) and name not in cls.UNTIMED,
+                           frozenset(required), plain))
+        return tuple(script)
 
     def __init__(self, engine: Engine, sa: IsakmpSA, *, initiator: bool, message_id: int,
                  local: Address, remote: Address) -> None:
@@ -118,6 +151,7 @@ class Exchange:
         self.local = local
         self.remote = remote
         self.steps = self.INITIATOR_STEPS if initiator else self.RESPONDER_STEPS
+        self._script = self._INITIATOR_SCRIPT if initiator else self._RESPONDER_SCRIPT
         self.step = 0
         self.done = False
         self.failed = False
@@ -164,8 +198,9 @@ class Exchange:
         """Arm the Exchange-max-time deadline; an initiator sends its first message."""
         self._deadline_call = self.engine.clock.callLater(self.engine.max_exchange_time,
                                                           self._expired)
-        self.engine.debug(_EXCHANGE, 10, "{exchange.describe()}: started",
-                          exchange=self)
+        if _enabled(_EXCHANGE, 10):
+            self.engine.debug(_EXCHANGE, 10, "{exchange.describe()}: started",
+                              exchange=self)
         if self.initiator:
             self._run()
 
@@ -181,8 +216,9 @@ class Exchange:
         self.done = True
         self.result = result
         self._cancel_timers()
-        self.engine.debug(_EXCHANGE, 10, "{exchange.describe()}: finished",
-                          exchange=self)
+        if _enabled(_EXCHANGE, 10):
+            self.engine.debug(_EXCHANGE, 10, "{exchange.describe()}: finished",
+                              exchange=self)
         for hook in self.on_done:
             hook(self)
         waiters, self._waiters = self._waiters, []
@@ -234,19 +270,20 @@ class Exchange:
 
     def _run(self) -> None:
         """Run send steps until the script waits for a message or ends."""
+        script = self._script
         try:
-            while not self.done and self.step < len(self.steps):
-                name = self.steps[self.step]
-                if not name.startswith("send_"):
+            while not self.done and self.step < len(script):
+                name, send, encrypted, timed, _required, _plain = script[self.step]
+                if not send:
                     return
-                self.engine.debug(_EXCHANGE, 30,
-                                  "{exchange.describe()}: step {step}", exchange=self,
-                                  step=name)
+                if _enabled(_EXCHANGE, 30):
+                    self.engine.debug(_EXCHANGE, 30,
+                                      "{exchange.describe()}: step {step}", exchange=self,
+                                      step=name)
                 payloads = getattr(self, name)()
                 self.step += 1
-                final = self.step == len(self.steps)
-                self._send(name, payloads, timed=not final and name not in self.UNTIMED)
-            if not self.done and self.step >= len(self.steps):
+                self._send(payloads, encrypted=encrypted, timed=timed)
+            if not self.done and self.step >= len(script):
                 self.succeed(self.finish())
         except ExchangeError as error:
             self.fail(error)
@@ -278,32 +315,41 @@ class Exchange:
 
     def encode(self, payloads: list[Payload], *, encrypt: bool) -> bytes:
         """The datagram of a message of this exchange carrying ``payloads``."""
-        message = Message(self.sa.icookie, self.sa.rcookie, self.EXCHANGE_TYPE, payloads,
-                          _NO_FLAGS, self.message_id)
+        sa = self.sa
+        engine = self.engine
+        first, body = encode_payload_chain(payloads)
+        # A Message object only for those who watch messages (capture, debug).
         if not encrypt:
-            data = message.encode()
-            if self.engine.watching:
-                self.engine.message_out(message, data, self.local, self.remote)
+            data = pack_header(sa.icookie, sa.rcookie, first, self.EXCHANGE_TYPE, _NO_FLAGS,
+                               self.message_id, HEADER_SIZE + len(body)) + body
+            if engine.watching:
+                engine.message_out(self._message(payloads), data, self.local, self.remote)
             return data
         chain = self.iv_chain()
         if chain is None:
             raise ExchangeError(None, f"{self.describe()}: no keys to encrypt with")
-        body = message.encode_body()
-        if self.engine.watching:
+        if engine.watching:
             # isakmpd logs outgoing messages before encryption (message.c).
-            self.engine.message_out(message, message.header_bytes(len(body)) + body,
-                                    self.local, self.remote)
-        ciphertext, chain = chain.encrypt(self.sa.cipher(), body)
+            clear = pack_header(sa.icookie, sa.rcookie, first, self.EXCHANGE_TYPE, _NO_FLAGS,
+                                self.message_id, HEADER_SIZE + len(body)) + body
+            engine.message_out(self._message(payloads), clear, self.local, self.remote)
+        ciphertext, chain = chain.encrypt(sa.cipher(), body)
         self.set_iv_chain(chain)
-        return message.header_bytes(len(ciphertext), flags=_ENC) + ciphertext
+        return pack_header(sa.icookie, sa.rcookie, first, self.EXCHANGE_TYPE, _ENC,
+                           self.message_id, HEADER_SIZE + len(ciphertext)) + ciphertext
 
-    def _send(self, step: str, payloads: list[Payload], *, timed: bool) -> None:
-        data = self.encode(payloads, encrypt=step in self.ENCRYPTED)
-        self._cancel_retransmit()
+    def _message(self, payloads: list[Payload]) -> Message:
+        return Message(self.sa.icookie, self.sa.rcookie, self.EXCHANGE_TYPE, payloads,
+                       _NO_FLAGS, self.message_id)
+
+    def _send(self, payloads: list[Payload], *, encrypted: bool, timed: bool) -> None:
+        data = self.encode(payloads, encrypt=encrypted)
+        if self._retransmit_call is not None:
+            self._cancel_retransmit()
         self.last_sent = data
         self._replied_to_last = True
-        self.transmissions = 0
-        self._transmit()
+        self.transmissions = 1                  # this one (_transmit, without the call)
+        self.engine.transmit(data, self.local, self.remote)
         if timed:
             self._schedule_retransmit()
 
@@ -364,9 +410,6 @@ class Exchange:
         """Was ``data`` the last message this exchange took?"""
         return data == self.last_received
 
-    def is_duplicate(self, data: bytes) -> bool:
-        return data == self.last_received or data in self._seen
-
     def handle_duplicate(self, data: bytes, local: Address, remote: Address) -> None:
         """A message we already processed: resend an untimed reply, else ignore."""
         if data == self.last_received and self._replied_to_last and self.last_sent \
@@ -380,40 +423,45 @@ class Exchange:
                           "{exchange.describe()}: duplicate message ignored", exchange=self)
 
     def _receive(self, data: bytes, header: Header, local: Address, remote: Address) -> None:
-        if self.is_duplicate(data):
+        if data == self.last_received or data in self._seen:     # a duplicate
             self.handle_duplicate(data, local, remote)
             return
-        name = self.current_step
-        if self.done or name is None or not name.startswith("recv_"):
+        script = self._script
+        if self.done or self.step >= len(script) or script[self.step][1]:
             raise ExchangeError(None, f"{self.describe()}: unexpected message "
                                       f"({header.describe()}) in this state, ignored",
                                 fatal=False)
-        message, chain = self.open(data, header, name)
+        name, _send, encrypted, _timed, required, plain = script[self.step]
+        message, chain = self.open(data, header, encrypted)
         if self.engine.watching:
             self.engine.message_in(message, data, local, remote)
-        self.engine.debug(_EXCHANGE, 30, "{exchange.describe()}: step {step}",
-                          exchange=self, step=name)
-        self.check_payloads(name, message)
+        if _enabled(_EXCHANGE, 30):
+            self.engine.debug(_EXCHANGE, 30, "{exchange.describe()}: step {step}",
+                              exchange=self, step=name)
+        present = set(map(_TYPE_OF, message.payloads))
+        if not (present >= required and present <= plain):
+            self.check_payloads(name, message)     # refuses, or logs what it ignores
         getattr(self, name)(message, local, remote)
         # Accepted: the IV chain moves on, the reply goes where this came from.
         if chain is not None:
             self.set_iv_chain(chain)
         self.local, self.remote = local, remote
-        self._cancel_retransmit()
+        if self._retransmit_call is not None:
+            self._cancel_retransmit()
         self.last_received = data
         self._seen.add(data)
         self._replied_to_last = False
         self.step += 1
         self._run()
 
-    def open(self, data: bytes, header: Header, step: str,
+    def open(self, data: bytes, header: Header, encrypted: bool,
              ) -> tuple[Message, IvChain | None]:
-        """Decrypt (when the step is encrypted) and decode a message.
+        """Decrypt (when the step is ``encrypted``) and decode a message.
 
         Returns the message and the IV chain to keep once it is accepted.
         """
         body = data[HEADER_SIZE:]
-        if step in self.ENCRYPTED:
+        if encrypted:
             if not header.encrypted:
                 raise ExchangeError(NotifyType.INVALID_FLAGS,
                                     f"{self.describe()}: cleartext message where an "
@@ -447,24 +495,15 @@ class Exchange:
         return ExchangeError(None, f"{self.describe()}: encrypted message does not decrypt "
                                    f"to valid payloads ({error}), dropped", fatal=False)
 
-    @classmethod
-    def _payload_rules(cls, step: str) -> tuple[tuple[int, ...], frozenset[int]]:
-        """(required, allowed) payload types of a step's message, built once per class."""
-        rules = cls.__dict__.get("_rules")
-        if rules is None:
-            rules = {}
-            cls._rules = rules        # per class: subclasses have their own MESSAGES
-        found = rules.get(step)
-        if found is None:
-            required, optional = cls.MESSAGES.get(step, ((), ()))
-            found = rules[step] = (tuple(required),
-                                   frozenset(required) | frozenset(optional)
-                                   | _ALWAYS_OPTIONAL)
-        return found
-
     def check_payloads(self, step: str, message: Message) -> None:
-        """The message must carry the payloads ``MESSAGES[step]`` requires."""
-        required, allowed = self._payload_rules(step)
+        """The message must carry the payloads ``MESSAGES[step]`` requires.
+
+        Refuses a message that lacks one (or a VID outside phase 1); logs, in debug,
+        the unexpected payloads it ignores.
+        """
+        spec_required, optional = self.MESSAGES.get(step, ((), ()))
+        required = tuple(spec_required)
+        allowed = frozenset(required) | frozenset(optional) | _ALWAYS_OPTIONAL
         present = [p.payload_type for p in message.payloads]
         missing = [t for t in required if t not in present]
         if not missing and allowed.issuperset(present) \

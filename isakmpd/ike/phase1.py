@@ -88,6 +88,13 @@ _ID_PROT = ExchangeType.ID_PROT
 
 # Vendor IDs we recognise, to share one bytes object among all SAs.
 _KNOWN_VIDS = {vid: vid for vid in (*NAT_T_VIDS, *natt.DRAFT_VIDS, VID_DPD, VID_OPENBSD)}
+# The VID payloads we send, by whether NAT-T is on: constants, built once (a
+# payload is never changed once made; messages only encode them).
+_OUR_VIDS = {nat_t: tuple(VendorPayload(v) for v in (VID_OPENBSD,
+                                                      *(NAT_T_VIDS if nat_t else ()),
+                                                      VID_DPD))
+             for nat_t in (False, True)}
+
 
 class Phase1(Exchange):
     """What Main Mode and Aggressive Mode share."""
@@ -181,12 +188,8 @@ class Phase1(Exchange):
 
     # -- vendor IDs and NAT-T ------------------------------------------------------
 
-    def vendor_payloads(self) -> list[Payload]:
-        vids = [VID_OPENBSD]
-        if self.engine.nat_t:
-            vids.extend(NAT_T_VIDS)
-        vids.append(VID_DPD)
-        return [VendorPayload(v) for v in vids]
+    def vendor_payloads(self) -> tuple[Payload, ...]:
+        return _OUR_VIDS[bool(self.engine.nat_t)]
 
     def take_vendor_ids(self, message: Message) -> None:
         vids = list(self.sa.peer_vids)

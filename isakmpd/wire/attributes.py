@@ -132,7 +132,10 @@ def _decoded(attr_type: int, value: int | bytes, offset: int) -> Attribute:
     through ``object.__setattr__``, at three times the cost, and every received
     transform carries several attributes."""
     attribute = _new(Attribute)
-    attribute.__dict__.update(type=attr_type, value=value, offset=offset)
+    fields = attribute.__dict__
+    fields["type"] = attr_type
+    fields["value"] = value
+    fields["offset"] = offset
     return attribute
 
 
@@ -164,7 +167,13 @@ def decode_attributes(data: bytes, base_offset: int = 0, *,
         number = word & ATTRIBUTE_TYPE_MAX
         attr_type = names.get(number, number)
         if word & AF_TV:
-            attributes.append(_decoded(attr_type, length_or_value, at))
+            # _decoded(attr_type, length_or_value, at), without the call.
+            attribute = _new(Attribute)
+            fields = attribute.__dict__
+            fields["type"] = attr_type
+            fields["value"] = length_or_value
+            fields["offset"] = at
+            attributes.append(attribute)
             pos += 4
             continue
         value_end = pos + 4 + length_or_value

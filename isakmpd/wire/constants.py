@@ -19,6 +19,7 @@ always use the isakmpd spelling.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from typing import TypeVar
 
@@ -26,16 +27,11 @@ from typing import TypeVar
 class Named(enum.IntEnum):
     """An IntEnum whose printed form is isakmpd's spelling of the name."""
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
-        # Logs and config lookups ask for labels constantly: compute each once and
-        # keep it on the member.
-        try:
-            return self.__dict__["_label"]  # type: ignore[no-any-return]
-        except KeyError:
-            label = _LABELS.get((type(self).__name__, self._name_), self._name_)
-            self.__dict__["_label"] = label
-            return label
+        # Logs and config lookups ask for labels constantly: computed once, it is
+        # then an attribute in the member's __dict__, read without a call.
+        return _LABELS.get((type(self).__name__, self._name_), self._name_)
 
     def __str__(self) -> str:
         return self.label

@@ -35,9 +35,10 @@ from isakmpd.wire.constants import (
 )
 from isakmpd.wire.errors import DecodeError
 from isakmpd.wire.payloads import (
+    TOP_LEVEL_DECODERS,
     TOP_LEVEL_TYPES,
     Payload,
-    decode_payload_body,
+    RawPayload,
     payload_label,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "decode_header",
     "decode_payloads",
     "encode_payload_chain",
+    "pack_header",
 ]
 
 _HEADER = struct.Struct("!8s8sBBBBII")
@@ -57,6 +59,7 @@ _RESERVED_EXCHANGES = range(7, 32)
 _NO_FLAGS = Flag(0)
 # Every combination of the flags a valid header may carry, built once.
 _FLAG_VALUES = [Flag(value) for value in range(int(VALID_FLAGS) + 1)]
+_INVALID_FLAG_BITS = 0xff ^ int(VALID_FLAGS)
 # Plain values for the per-message paths (an enum class attribute costs a call
 # through EnumType's __getattr__ slot; see constants.value_map).
 _ENC = int(Flag.ENC)
@@ -122,6 +125,25 @@ class Header:
     __str__ = describe
 
 
+def pack_header(icookie: bytes, rcookie: bytes, next_payload: int, exchange_type: int,
+                flags: int, message_id: int, length: int) -> bytes:
+    """``Header(...).encode()`` for these fields (version 1.0), packed without a Header.
+
+    ``length`` is the whole datagram's. Raises ValueError, naming the field, for
+    fields that do not fit.
+    """
+    if len(icookie) == COOKIE_SIZE and len(rcookie) == COOKIE_SIZE:
+        try:
+            return _HEADER.pack(icookie, rcookie, next_payload, ISAKMP_VERSION,
+                                exchange_type, flags, message_id, length)
+        except struct.error:
+            pass
+    value = int(flags)
+    return Header(bytes(icookie), bytes(rcookie), next_payload, exchange_type,
+                  _FLAG_VALUES[value] if 0 <= value < len(_FLAG_VALUES) else Flag(value),
+                  message_id, length).encode()      # raises, naming the field
+
+
 def _flag_names(flags: int) -> str:
     names = [flag.name for flag in Flag if flags & flag and flag.name]
     return "|".join(names) if names else "0"
@@ -160,7 +182,7 @@ def decode_header(data: bytes, *, check_length: bool = True) -> Header:
     if exchange_type == _EXCHANGE_NONE or exchange_type in _RESERVED_EXCHANGES:
         raise _fail(NotifyType.INVALID_EXCHANGE_TYPE, 18,
                     f"exchange type {exchange_type} is reserved")
-    if flags & (0xff ^ int(VALID_FLAGS)):
+    if flags & _INVALID_FLAG_BITS:
         raise _fail(NotifyType.INVALID_FLAGS, 19,
                     f"flags {flags:#04x} have bits other than ENC, COMMIT and AUTH_ONLY")
     if next_payload not in _ALLOWED_NEXT:
@@ -169,11 +191,15 @@ def decode_header(data: bytes, *, check_length: bool = True) -> Header:
     # filling the new instance's __dict__ makes the same object at a third of the
     # cost (every received datagram has one).
     header = _new_header(Header)
-    header.__dict__.update(
-        icookie=icookie, rcookie=rcookie,
-        next_payload=_PAYLOAD_TYPES.get(next_payload, next_payload),
-        exchange_type=_EXCHANGE_TYPES.get(exchange_type, exchange_type),
-        flags=_FLAG_VALUES[flags], message_id=message_id, length=length, version=version)
+    fields = header.__dict__            # (stores: cheaper than update() with keywords)
+    fields["icookie"] = icookie
+    fields["rcookie"] = rcookie
+    fields["next_payload"] = _PAYLOAD_TYPES.get(next_payload, next_payload)
+    fields["exchange_type"] = _EXCHANGE_TYPES.get(exchange_type, exchange_type)
+    fields["flags"] = _FLAG_VALUES[flags]
+    fields["message_id"] = message_id
+    fields["length"] = length
+    fields["version"] = version
     return header
 
 
@@ -202,6 +228,8 @@ _ALLOWED_NEXT = frozenset({int(PayloadType.NONE), *(int(t) for t in TOP_LEVEL_TY
 
 
 _GENERIC = struct.Struct("!BBH")
+_DECODERS_GET = TOP_LEVEL_DECODERS.get
+_decode_raw = RawPayload.decode_body
 
 
 def _walk(first_type: int, body: bytes, base_offset: int,
@@ -209,6 +237,8 @@ def _walk(first_type: int, body: bytes, base_offset: int,
     payloads: list[Payload] = []
     pos = 0
     current = first_type
+    if body.__class__ is not bytes:
+        body = bytes(body)              # once: every slice below is then bytes
     while current:                      # until NONE (0)
         at = base_offset + pos
         left = len(body) - pos
@@ -230,8 +260,11 @@ def _walk(first_type: int, body: bytes, base_offset: int,
             raise _fail(NotifyType.UNEQUAL_PAYLOAD_LENGTHS, at + 2,
                         f"{payload_label(current)} payload length {length} runs past the "
                         f"end ({left} bytes left)")
-        payloads.append(decode_payload_body(
-            current, bytes(body[pos + GENERIC_HEADER_SIZE:pos + length]), at))
+        # payloads.decode_payload_body, without its call: the decoder straight away.
+        decoder = _DECODERS_GET(current)
+        chunk = body[pos + GENERIC_HEADER_SIZE:pos + length]
+        payloads.append(decoder(chunk, at) if decoder is not None
+                        else _decode_raw(chunk, at, current))
         pos += length
         current = next_type
     if pos != len(body) and not allow_padding:
@@ -254,12 +287,15 @@ def decode_payloads(first_type: int, body: bytes, base_offset: int = HEADER_SIZE
 
 def encode_payload_chain(payloads: list[Payload] | tuple[Payload, ...]) -> tuple[int, bytes]:
     """``(type of the first payload, chained bytes)``; ``(NONE, b"")`` when empty."""
-    if not payloads:
-        return _NONE, b""
-    types = [payload.payload_type for payload in payloads]
-    types.append(_NONE)
-    return types[0], b"".join([payload.encode(types[i + 1])
-                               for i, payload in enumerate(payloads)])
+    # Last to first, each payload learning the type that follows it; a plain loop
+    # (a comprehension makes a function object and a frame every time in 3.11).
+    next_type = _NONE
+    parts = []
+    for payload in payloads[::-1]:
+        parts.append(payload.encode(next_type))
+        next_type = payload.payload_type
+    parts.reverse()
+    return next_type, b"".join(parts)
 
 
 @dataclass
@@ -298,16 +334,10 @@ class Message:
     def header_bytes(self, body_length: int, *, flags: int | None = None) -> bytes:
         """``header(body_length, flags=flags).encode()``, packed without a Header."""
         payloads = self.payloads
-        if len(self.icookie) == COOKIE_SIZE and len(self.rcookie) == COOKIE_SIZE:
-            try:
-                return _HEADER.pack(self.icookie, self.rcookie,
-                                    payloads[0].payload_type if payloads else _NONE,
-                                    ISAKMP_VERSION, self.exchange_type,
-                                    self.flags if flags is None else flags,
-                                    self.message_id, HEADER_SIZE + body_length)
-            except struct.error:
-                pass
-        return self.header(body_length, flags=flags).encode()   # raises, naming the field
+        return pack_header(self.icookie, self.rcookie,
+                           payloads[0].payload_type if payloads else _NONE,
+                           self.exchange_type, self.flags if flags is None else flags,
+                           self.message_id, HEADER_SIZE + body_length)
 
     def encode(self) -> bytes:
         """Header and cleartext payloads, flags as set (no encryption here)."""
@@ -330,21 +360,42 @@ class Message:
     def from_body(cls, header: Header, body: bytes, *, allow_padding: bool = False,
                   ) -> Message:
         """Build a message from a decoded header and its (decrypted) body."""
+        if body.__class__ is not bytes:
+            body = bytes(body)
         payloads, end = _walk(header.next_payload, body, HEADER_SIZE, allow_padding)
-        return cls(header.icookie, header.rcookie, header.exchange_type, payloads,
-                   header.flags, header.message_id, body=bytes(body[:end]),
-                   padding=bytes(body[end:]))
+        if cls is not Message:
+            return cls(header.icookie, header.rcookie, header.exchange_type, payloads,
+                       header.flags, header.message_id, body=bytes(body[:end]),
+                       padding=bytes(body[end:]))
+        # Message(...) filled in without the generated __init__ (every received
+        # message makes one).
+        message = _new_message(Message)
+        message.icookie = header.icookie
+        message.rcookie = header.rcookie
+        message.exchange_type = header.exchange_type
+        message.payloads = payloads
+        message.flags = header.flags
+        message.message_id = header.message_id
+        message.body = body[:end]
+        message.padding = body[end:]
+        return message
 
     # -- helpers for exchanges ------------------------------------------------
 
     def find(self, payload_type: int) -> list[Payload]:
         """All payloads of ``payload_type``, in message order."""
-        return [p for p in self.payloads if p.payload_type == payload_type]
+        found = []
+        for payload in self.payloads:
+            if payload.payload_type == payload_type:
+                found.append(payload)
+        return found
 
     def first(self, payload_type: int) -> Payload | None:
         """The first payload of ``payload_type``, or None."""
-        found = self.find(payload_type)
-        return found[0] if found else None
+        for payload in self.payloads:
+            if payload.payload_type == payload_type:
+                return payload
+        return None
 
     def bytes_after(self, index: int) -> bytes:
         """The chain bytes after payload ``index``, including their generic headers.
@@ -380,3 +431,6 @@ class Message:
 
     def __str__(self) -> str:
         return self.describe()
+
+
+_new_message = object.__new__

@@ -119,6 +119,11 @@ _ID_DATA_SIZES: dict[int, int] = {
 
 _PAYLOAD_TYPES = value_map(PayloadType)
 _ID_TYPES = value_map(IdType)
+_PROTOCOL_IDS = value_map(ProtocolId)
+_DOIS = value_map(Doi)
+# Per protocol, the value -> member table of its transform IDs.
+_TRANSFORM_ID_MAPS = {protocol: value_map(ids) for protocol, ids in _TRANSFORM_IDS.items()}
+_NO_NAMES: dict[object, enum.Enum] = {}
 
 
 def payload_label(payload_type: int) -> str:
@@ -172,6 +177,7 @@ def _short_hex(data: bytes, limit: int = 16) -> str:
 
 
 _GENERIC = struct.Struct("!BBH")
+_new_payload = object.__new__
 # Members the per-payload code uses, as module names (reading an enum class's
 # attribute costs a Python-level call in 3.11; see constants.value_map).
 _NONE = PayloadType.NONE
@@ -237,6 +243,16 @@ def _walk_chain(data: bytes, base_offset: int, first_type: int, allowed: frozens
         current = next_type
 
 
+# Packers of the fixed fields the codecs use. Our own payloads carry values that
+# fit, so an encoder packs first and only when the struct refuses (a value out of
+# range) runs the _check_* calls, which raise the ValueError naming the field.
+_BBH = struct.Struct("!BBH")
+_BBBB = struct.Struct("!BBBB")
+_U32 = struct.Struct("!I")
+_U32X2 = struct.Struct("!II")
+_IBBH = struct.Struct("!IBBH")
+
+
 def _generic(next_type: int, body: bytes) -> bytes:
     length = GENERIC_HEADER_SIZE + len(body)
     if length > 0xffff:
@@ -283,6 +299,16 @@ class Payload:
     raw: bytes | None = field(default=None, kw_only=True, compare=False, repr=False)
     offset: int | None = field(default=None, kw_only=True, compare=False, repr=False)
 
+    def __init_subclass__(cls) -> None:
+        # (No super() call: object's does nothing, and the zero-argument form fails
+        # in the classes @dataclass(slots=True) re-creates.)
+        # A class with a fixed TYPE gets ``payload_type`` as a plain class attribute:
+        # it is read for every payload of every message encoded, decoded and
+        # checked, and a property costs a call each time. Classes whose type
+        # depends on a field (NAT-D, NAT-OA, raw) keep their property.
+        if "TYPE" in cls.__dict__ and "payload_type" not in cls.__dict__:
+            cls.payload_type = cls.TYPE  # type: ignore[assignment, misc]
+
     @property
     def payload_type(self) -> int:
         """The number that goes into the previous next-payload field."""
@@ -297,7 +323,11 @@ class Payload:
 
     def encode(self, next_type: int = PayloadType.NONE) -> bytes:
         """Generic header (RFC 2408 §3.2) followed by the body."""
-        return _generic(next_type, self.encode_body())
+        body = self.encode_body()
+        try:
+            return _GENERIC.pack(next_type, 0, GENERIC_HEADER_SIZE + len(body)) + body
+        except struct.error:
+            return _generic(next_type, body)        # raises, naming the field
 
     def body_bytes(self) -> bytes:
         """The body as received when decoded, else as we would send it.
@@ -346,9 +376,12 @@ class TransformPayload(Payload):
     def encode_body(self) -> bytes:
         if self.verbatim is not None:
             return self.verbatim
-        return (struct.pack("!BBH", _check_u8(self.number, "transform number"),
-                            _check_u8(self.transform_id, "transform id"), 0)
-                + encode_attributes(self.attributes))
+        try:
+            head = _BBH.pack(self.number, self.transform_id, 0)
+        except struct.error:
+            head = _BBH.pack(_check_u8(self.number, "transform number"),
+                             _check_u8(self.transform_id, "transform id"), 0)
+        return head + encode_attributes(self.attributes)
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int, protocol_id: int = ProtocolId.ISAKMP,
@@ -356,7 +389,7 @@ class TransformPayload(Payload):
         start = offset + GENERIC_HEADER_SIZE
         if len(body) < 4:
             _too_short(body, 4, offset, "transform")
-        number, transform_id, reserved = struct.unpack_from("!BBH", body)
+        number, transform_id, reserved = _BBH.unpack_from(body)
         if reserved:
             # isakmpd message_validate_transform: RESERVED2 must be zero.
             _fail(NotifyType.PAYLOAD_MALFORMED, start + 2,
@@ -367,8 +400,18 @@ class TransformPayload(Payload):
         attributes = decode_attributes(
             body[4:], start + 4, types=types, notify=_ATTRIBUTES_NOT_SUPPORTED,
             context=f"transform {number}")
-        transform_id = enum_or_int(_TRANSFORM_IDS.get(protocol_id), transform_id)
-        return cls(number, transform_id, attributes, raw=body, offset=offset)
+        transform_id = _TRANSFORM_ID_MAPS.get(protocol_id, _NO_NAMES).get(transform_id,
+                                                                          transform_id)
+        # cls(number, transform_id, attributes, raw=body, offset=offset), each slot
+        # stored directly (see _DataPayload.decode_body).
+        transform = _new_payload(cls)
+        transform.number = number
+        transform.transform_id = transform_id
+        transform.attributes = attributes
+        transform.verbatim = None
+        transform.raw = body
+        transform.offset = offset
+        return transform
 
     def attribute(self, attr_type: int) -> Attribute | None:
         """The first attribute of ``attr_type``, or None."""
@@ -398,27 +441,32 @@ class ProposalPayload(Payload):
             raise ValueError(f"proposal {self.number} has no transforms")
         if len(self.transforms) > 0xff:
             raise ValueError(f"proposal {self.number} has more than 255 transforms")
-        head = struct.pack("!BBBB", _check_u8(self.number, "proposal number"),
-                           _check_u8(self.protocol_id, "protocol id"),
-                           _check_u8(len(self.spi), "SPI size"), len(self.transforms))
-        chain = b"".join(
-            transform.encode(_TRANSFORM if i + 1 < len(self.transforms)
-                             else _NONE)
-            for i, transform in enumerate(self.transforms))
-        return head + bytes(self.spi) + chain
+        transforms = self.transforms
+        try:
+            head = _BBBB.pack(self.number, self.protocol_id, len(self.spi), len(transforms))
+        except struct.error:
+            head = _BBBB.pack(_check_u8(self.number, "proposal number"),
+                              _check_u8(self.protocol_id, "protocol id"),
+                              _check_u8(len(self.spi), "SPI size"), len(transforms))
+        spi = self.spi
+        parts = [head, spi if spi.__class__ is bytes else bytes(spi)]
+        last = len(transforms) - 1
+        for i, transform in enumerate(transforms):
+            parts.append(transform.encode(_TRANSFORM if i < last else _NONE))
+        return b"".join(parts)
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
         start = offset + GENERIC_HEADER_SIZE
         if len(body) < 4:
             _too_short(body, 4, offset, "proposal")
-        number, protocol_id, spi_size, count = struct.unpack_from("!BBBB", body)
+        number, protocol_id, spi_size, count = _BBBB.unpack_from(body)
         if protocol_id not in _SPI_SIZES:
             # RFC 2408 §5.5; isakmpd ipsec_validate_proto.
             _fail(NotifyType.INVALID_PROTOCOL_ID, start + 1,
                   f"proposal {number}: protocol id {protocol_id} is not ISAKMP, AH, ESP "
                   "or IPCOMP")
-        protocol_id = member(ProtocolId, protocol_id)
+        protocol_id = _PROTOCOL_IDS[protocol_id]       # a member: checked above
         if spi_size not in _SPI_SIZES[protocol_id]:
             _fail(NotifyType.INVALID_SPI, start + 2,
                   f"proposal {number}: SPI size {spi_size} is invalid for "
@@ -444,7 +492,14 @@ class ProposalPayload(Payload):
                       f"proposal {number}: transform number {transform.number} does not "
                       f"follow {transforms[-1].number}")
             transforms.append(transform)
-        return cls(number, protocol_id, spi, transforms, raw=body, offset=offset)
+        proposal = _new_payload(cls)       # cls(...), see _DataPayload.decode_body
+        proposal.number = number
+        proposal.protocol_id = protocol_id
+        proposal.spi = spi
+        proposal.transforms = transforms
+        proposal.raw = body
+        proposal.offset = offset
+        return proposal
 
     def describe(self) -> str:
         spi = f" spi {self.spi.hex()}" if self.spi else ""
@@ -472,25 +527,32 @@ class SaPayload(Payload):
     def encode_body(self) -> bytes:
         if not self.proposals:
             raise ValueError("an SA payload needs at least one proposal")
-        head = struct.pack("!I", _check_u32(self.doi, "DOI"))
-        if self.situation is not None:
-            head += struct.pack("!I", _check_u32(self.situation, "situation"))
-        return head + b"".join(
-            proposal.encode(_PROPOSAL if i + 1 < len(self.proposals)
-                            else _NONE)
-            for i, proposal in enumerate(self.proposals))
+        situation = self.situation
+        try:
+            head = (_U32.pack(self.doi) if situation is None
+                    else _U32X2.pack(self.doi, situation))
+        except struct.error:
+            head = _U32.pack(_check_u32(self.doi, "DOI"))
+            if situation is not None:
+                head += _U32.pack(_check_u32(situation, "situation"))
+        parts = [head]
+        proposals = self.proposals
+        last = len(proposals) - 1
+        for i, proposal in enumerate(proposals):
+            parts.append(proposal.encode(_PROPOSAL if i < last else _NONE))
+        return b"".join(parts)
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
         start = offset + GENERIC_HEADER_SIZE
         if len(body) < 4:
             _too_short(body, 4, offset, "SA")
-        (doi,) = struct.unpack_from("!I", body)
+        (doi,) = _U32.unpack_from(body)
         situation: int | None
         if doi == _DOI_IPSEC:
             if len(body) < 8:
                 _too_short(body, 8, offset, "SA (IPsec DOI)")
-            (situation,) = struct.unpack_from("!I", body, 4)
+            (situation,) = _U32.unpack_from(body, 4)
             if situation != _IDENTITY_ONLY:
                 _fail(NotifyType.SITUATION_NOT_SUPPORTED, start + 4,
                       f"SA situation {situation:#x} is not IDENTITY_ONLY (1)")
@@ -515,7 +577,13 @@ class SaPayload(Payload):
                       f"SA: proposal number {proposal.number} follows "
                       f"{proposals[-1].number}")
             proposals.append(proposal)
-        return cls(member(Doi, doi), situation, proposals, raw=body, offset=offset)
+        sa = _new_payload(cls)             # cls(...), see _DataPayload.decode_body
+        sa.doi = _DOIS[doi]
+        sa.situation = situation
+        sa.proposals = proposals
+        sa.raw = body
+        sa.offset = offset
+        return sa
 
     def describe(self) -> str:
         return f"SA doi {_name(self.doi)} " + " ".join(p.describe() for p in self.proposals)
@@ -533,9 +601,30 @@ class _DataPayload(Payload):
     def encode_body(self) -> bytes:
         return bytes(self.data)
 
+    def encode(self, next_type: int = PayloadType.NONE) -> bytes:
+        """Generic header and the data: Payload.encode without the encode_body call
+        (these are most of the payloads we send; a subclass that changes
+        encode_body must change this too)."""
+        data = self.data
+        if data.__class__ is not bytes:         # (bytes(data) costs a call)
+            data = bytes(data)
+        try:
+            return _GENERIC.pack(next_type, 0, GENERIC_HEADER_SIZE + len(data)) + data
+        except struct.error:
+            return _generic(next_type, data)        # raises, naming the field
+
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
-        return cls(bytes(body), raw=body, offset=offset)
+        # cls(bytes(body), raw=body, offset=offset) with each slot stored directly:
+        # calling a class with keyword arguments costs about twice as much, and
+        # every payload received is made here. (Every field must be stored; the
+        # round-trip tests read them all. A subclass with more fields, NAT-D,
+        # decodes itself.)
+        payload = _new_payload(cls)
+        payload.data = body if body.__class__ is bytes else bytes(body)
+        payload.raw = body
+        payload.offset = offset
+        return payload
 
     def describe(self) -> str:
         return f"{self.label}({len(self.data)}: {_short_hex(self.data)})"
@@ -588,7 +677,12 @@ class NatDPayload(_DataPayload):
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int, draft: bool = False) -> Self:
-        return cls(bytes(body), draft, raw=body, offset=offset)
+        payload = _new_payload(cls)        # cls(...), see _DataPayload.decode_body
+        payload.data = body if body.__class__ is bytes else bytes(body)
+        payload.draft = draft
+        payload.raw = body
+        payload.offset = offset
+        return payload
 
 
 # --- identification (RFC 2407 §4.6.2) ----------------------------------------
@@ -635,16 +729,21 @@ class IdPayload(Payload):
     port: int = 0
 
     def encode_body(self) -> bytes:
-        return struct.pack("!BBH", _check_u8(self.id_type, "ID type"),
-                           _check_u8(self.protocol, "ID protocol"),
-                           _check_u16(self.port, "ID port")) + bytes(self.data)
+        try:
+            head = _BBH.pack(self.id_type, self.protocol, self.port)
+        except struct.error:
+            head = _BBH.pack(_check_u8(self.id_type, "ID type"),
+                             _check_u8(self.protocol, "ID protocol"),
+                             _check_u16(self.port, "ID port"))
+        data = self.data
+        return head + (data if data.__class__ is bytes else bytes(data))
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
         start = offset + GENERIC_HEADER_SIZE
         if len(body) < 4:
             _too_short(body, 4, offset, "ID")
-        id_type, protocol, port = struct.unpack_from("!BBH", body)
+        id_type, protocol, port = _BBH.unpack_from(body)
         known = _ID_TYPES.get(id_type)
         if known is None:
             _fail(NotifyType.INVALID_ID_INFORMATION, start,
@@ -657,7 +756,14 @@ class IdPayload(Payload):
                   f"{id_type.label} data is {len(data)} bytes, must be {size}")
         if size is None and not data:
             _fail(NotifyType.INVALID_ID_INFORMATION, start + 4, f"{id_type.label} data is empty")
-        return cls(id_type, data, protocol, port, raw=body, offset=offset)
+        payload = _new_payload(cls)        # cls(...), see _DataPayload.decode_body
+        payload.id_type = id_type
+        payload.data = data
+        payload.protocol = protocol
+        payload.port = port
+        payload.raw = body
+        payload.offset = offset
+        return payload
 
     @classmethod
     def from_address(cls, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
@@ -768,18 +874,21 @@ class NotifyPayload(Payload):
     doi: int = Doi.IPSEC
 
     def encode_body(self) -> bytes:
-        return (struct.pack("!IBBH", _check_u32(self.doi, "DOI"),
-                            _check_u8(self.protocol_id, "protocol id"),
-                            _check_u8(len(self.spi), "SPI size"),
-                            _check_u16(self.notify_type, "notify type"))
-                + bytes(self.spi) + bytes(self.data))
+        try:
+            head = _IBBH.pack(self.doi, self.protocol_id, len(self.spi), self.notify_type)
+        except struct.error:
+            head = _IBBH.pack(_check_u32(self.doi, "DOI"),
+                              _check_u8(self.protocol_id, "protocol id"),
+                              _check_u8(len(self.spi), "SPI size"),
+                              _check_u16(self.notify_type, "notify type"))
+        return head + bytes(self.spi) + bytes(self.data)
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
         start = offset + GENERIC_HEADER_SIZE
         if len(body) < 8:
             _too_short(body, 8, offset, "N")
-        doi, protocol_id, spi_size, notify_type = struct.unpack_from("!IBBH", body)
+        doi, protocol_id, spi_size, notify_type = _IBBH.unpack_from(body)
         _check_doi_protocol(doi, protocol_id, start, "N", allow_zero_protocol=True)
         if 8 + spi_size > len(body):
             _fail(NotifyType.PAYLOAD_MALFORMED, start + 5,
@@ -960,8 +1069,9 @@ TOP_LEVEL_TYPES = frozenset(_DECODERS) | {
     PayloadType.NAT_D, PayloadType.NAT_OA, PayloadType.NAT_D_DRAFT, PayloadType.NAT_OA_DRAFT}
 
 
-# Every top-level type's decoder, called as ``decode(body, offset)``.
-_TOP_LEVEL_DECODERS: dict[int, Callable[[bytes, int], Payload]] = {
+# Every top-level type's decoder, called as ``decode(body, offset)`` (message's
+# payload walk uses it directly; other types are RawPayload).
+TOP_LEVEL_DECODERS: dict[int, Callable[[bytes, int], Payload]] = {
     **{payload_type: decoder.decode_body for payload_type, decoder in _DECODERS.items()},
     PayloadType.NAT_D: lambda body, offset: NatDPayload.decode_body(body, offset, False),
     PayloadType.NAT_D_DRAFT: lambda body, offset: NatDPayload.decode_body(body, offset, True),
@@ -978,7 +1088,7 @@ def decode_payload_body(payload_type: int, body: bytes, offset: int) -> Payload:
     that may not appear at top level must be refused by the caller;
     :mod:`isakmpd.wire.message` does so before calling this.
     """
-    decoder = _TOP_LEVEL_DECODERS.get(payload_type)
+    decoder = TOP_LEVEL_DECODERS.get(payload_type)
     if decoder is None:
         return RawPayload.decode_body(body, offset, payload_type)
     return decoder(body, offset)
