@@ -47,9 +47,16 @@ class KernelSATests(SynchronousTestCase):
             "IPSEC_ESP spi 0x12345678 192.0.2.1 -> 192.0.2.2 TUNNEL AES_GCM_16 (288-bit key "
             "incl. salt) reqid 7 life 3600s replay window 16 ESP-in-UDP 4500 -> 4501")
 
-    def test_frozen(self) -> None:
+    def test_value(self) -> None:
+        # A value: equal fields, equal SAs and hashes; replace() makes a changed copy.
         sa = esp_sa()
-        self.assertRaises(dataclasses.FrozenInstanceError, setattr, sa, "reqid", 1)
+        self.assertEqual(sa, esp_sa())
+        self.assertEqual(hash(sa), hash(esp_sa()))
+        self.assertEqual(len({sa, esp_sa()}), 1)
+        other = dataclasses.replace(sa, reqid=8)
+        self.assertEqual((other.reqid, sa.reqid), (8, 7))
+        self.assertNotEqual(other, sa)
+        self.assertNotEqual(hash(other), hash(sa))
 
     def test_flow_fields_after_networks_are_keywords(self) -> None:
         self.assertRaises(TypeError, KernelFlow, "10.0.0.0/8", "10.1.0.0/16", "out")

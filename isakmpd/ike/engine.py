@@ -194,6 +194,10 @@ class Engine:
 
     @property
     def max_exchange_time(self) -> int:
+        # Read at every exchange start: remembered until the configuration changes.
+        return self.store.memo(("exchange-max-time",), self._read_max_exchange_time)
+
+    def _read_max_exchange_time(self) -> int:
         value = self.store.get_num("General", "Exchange-max-time", 120)
         return value if value > 0 else 120
 

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
     from isakmpd.ike.engine import Engine
 
-__all__ = ["Exchange", "ExchangeError", "ExchangeFailed", "MessageSpec"]
+__all__ = ["Exchange", "ExchangeError", "ExchangeFailed", "MessageSpec", "Prehashed"]
 
 # (required payload types, optional payload types) of one received message.
 MessageSpec = tuple[tuple[int, ...], tuple[int, ...]]
@@ -66,6 +66,11 @@ MessageSpec = tuple[tuple[int, ...], tuple[int, ...]]
 # steps), required payload types, payload types a message may carry without a
 # second look (receive steps)).
 Step = tuple[str, bool, bool, bool, frozenset[int], frozenset[int]]
+# What a send step may return instead of its payloads when it has already encoded
+# all but the first of them (to compute a HASH over them): (the payloads, the type
+# of the second one, the chain bytes from the second one on). The send path then
+# encodes only the first payload, in front of those bytes.
+Prehashed = tuple[list[Payload], int, bytes]
 
 # Private and NAT-T payloads any message may carry without being listed.
 _ALWAYS_OPTIONAL = frozenset({PayloadType.VENDOR})
@@ -282,7 +287,12 @@ class Exchange:
                                       step=name)
                 payloads = getattr(self, name)()
                 self.step += 1
-                self._send(payloads, encrypted=encrypted, timed=timed)
+                if payloads.__class__ is tuple:         # Prehashed
+                    payloads, tail_type, tail = payloads
+                    self._send(payloads, encrypted=encrypted, timed=timed,
+                               tail=(tail_type, tail))
+                else:
+                    self._send(payloads, encrypted=encrypted, timed=timed)
             if not self.done and self.step >= len(script):
                 self.succeed(self.finish())
         except ExchangeError as error:
@@ -313,11 +323,19 @@ class Exchange:
         else:
             self._chain = chain
 
-    def encode(self, payloads: list[Payload], *, encrypt: bool) -> bytes:
-        """The datagram of a message of this exchange carrying ``payloads``."""
+    def encode(self, payloads: list[Payload], *, encrypt: bool,
+               tail: tuple[int, bytes] | None = None) -> bytes:
+        """The datagram of a message of this exchange carrying ``payloads``.
+
+        ``tail``: (type, bytes) of ``payloads[1:]`` already encoded (see Prehashed).
+        """
         sa = self.sa
         engine = self.engine
-        first, body = encode_payload_chain(payloads)
+        if tail is None:
+            first, body = encode_payload_chain(payloads)
+        else:
+            head = payloads[0]
+            first, body = head.payload_type, head.encode(tail[0]) + tail[1]
         # A Message object only for those who watch messages (capture, debug).
         if not encrypt:
             data = pack_header(sa.icookie, sa.rcookie, first, self.EXCHANGE_TYPE, _NO_FLAGS,
@@ -342,8 +360,9 @@ class Exchange:
         return Message(self.sa.icookie, self.sa.rcookie, self.EXCHANGE_TYPE, payloads,
                        _NO_FLAGS, self.message_id)
 
-    def _send(self, payloads: list[Payload], *, encrypted: bool, timed: bool) -> None:
-        data = self.encode(payloads, encrypt=encrypted)
+    def _send(self, payloads: list[Payload], *, encrypted: bool, timed: bool,
+              tail: tuple[int, bytes] | None = None) -> None:
+        data = self.encode(payloads, encrypt=encrypted, tail=tail)
         if self._retransmit_call is not None:
             self._cancel_retransmit()
         self.last_sent = data
@@ -541,8 +560,9 @@ class FinishedExchange:
     go: a gateway keeps one of these per exchange of every live ISAKMP SA.
     """
 
-    __slots__ = ("EXCHANGE_TYPE", "_description", "_last_digest", "engine", "last_sent",
-                 "local", "remote", "sa")
+    __slots__ = ("EXCHANGE_TYPE", "_description", "_kind", "_last_digest", "connection",
+                 "engine", "initiator", "last_sent", "local", "message_id", "peer", "remote",
+                 "sa")
 
     def __init__(self, exchange: Exchange) -> None:
         self.EXCHANGE_TYPE = exchange.EXCHANGE_TYPE
@@ -554,10 +574,29 @@ class FinishedExchange:
         # Kept only when our last message answered the peer's last one (what a
         # duplicate of it asks for again).
         self.last_sent = exchange.last_sent if exchange._replied_to_last else None
-        self._description = exchange.describe()
+        # The description is only read for log lines and reports: made when first
+        # asked, by the exchange class's own describe() from what it reads (the
+        # role, message ID, connection and peer as they were at the end).
+        self._description: str | None = None
+        self._kind = exchange.__class__
+        self.initiator = exchange.initiator
+        self.message_id = exchange.message_id
+        self.connection = getattr(exchange, "connection", None)
+        self.peer = getattr(exchange, "peer", None)
+
+    @property
+    def NAME(self) -> str:                  # what the exchange classes' describe() reads
+        return self._kind.NAME
+
+    @property
+    def role(self) -> str:
+        return "initiator" if self.initiator else "responder"
 
     def describe(self) -> str:
-        return self._description
+        description = self._description
+        if description is None:
+            description = self._description = self._kind.describe(self)  # type: ignore[arg-type]
+        return description
 
     def received_last(self, data: bytes) -> bool:
         """Was ``data`` the last message the exchange took?"""
@@ -569,15 +608,15 @@ class FinishedExchange:
             if self.last_sent is not None:
                 self.engine.debug(_MESSAGE, 20,
                                   "{exchange}: duplicate message, resending our reply",
-                                  exchange=self._description)
+                                  exchange=self.describe())
                 self.engine.transmit(self.last_sent, self.local, self.remote)
             else:
                 self.engine.debug(_MESSAGE, 20,
                                   "{exchange}: duplicate message ignored",
-                                  exchange=self._description)
+                                  exchange=self.describe())
             return
         self.engine.log.info("{exchange}: message ({header}) after the exchange finished, "
-                             "ignored", exchange=self._description, header=header.describe())
+                             "ignored", exchange=self.describe(), header=header.describe())
 
     def __repr__(self) -> str:
-        return f"<finished {self._description}>"
+        return f"<finished {self.describe()}>"

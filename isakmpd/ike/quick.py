@@ -72,7 +72,7 @@ from isakmpd.crypto.ipsec_keys import (
 from isakmpd.crypto.prf import CryptoError
 from isakmpd.debug import DebugClass
 from isakmpd.ike import ids, natt, policy
-from isakmpd.ike.exchange import Exchange, ExchangeError, MessageSpec
+from isakmpd.ike.exchange import Exchange, ExchangeError, MessageSpec, Prehashed
 from isakmpd.ike.informational import lifetime_data, read_lifetime
 from isakmpd.ike.sa import Address, IpsecSA, SpiPair
 from isakmpd.kernel.interface import KernelError, KernelFlow, KernelSA
@@ -163,7 +163,6 @@ class QuickMode(Exchange):
         self._early: IpsecSA | None = None
         self._outbound: list[KernelSA] = []
         self._ondemand: tuple[int, int | None] | None = None
-        self._prf_a: tuple[Any, _prf.KeyedPrf] | None = None   # (keys, prf(SKEYID_a))
 
     @property
     def store(self) -> Any:
@@ -222,13 +221,8 @@ class QuickMode(Exchange):
         return int(self.sa.suite.hash)
 
     def _skeyid_a(self) -> _prf.KeyedPrf:
-        """prf(SKEYID_a, ·) for this exchange's three HASHes, keyed once."""
-        keys = self.sa.keys
-        assert keys is not None
-        cached = self._prf_a
-        if cached is None or cached[0] is not keys:
-            cached = self._prf_a = (keys, _prf.KeyedPrf(self._hash_alg(), keys.skeyid_a))
-        return cached[1]
+        """prf(SKEYID_a, ·) for this exchange's three HASHes, keyed once per ISAKMP SA."""
+        return self.sa.phase2_prfs()[0]
 
     def _check_hash(self, message: Message, expected_of: Any, which: str) -> None:
         first = message.payloads[0] if message.payloads else None
@@ -503,7 +497,7 @@ class QuickMode(Exchange):
             # Ours back: the initiator's address as we see it, and our own.
             self._nat_oa = self._nat_oa_for(self.sa.remote[0], self.sa.local[0])
 
-    def send_qm2(self) -> list[Payload]:
+    def send_qm2(self) -> Prehashed:
         assert self.reply_sa is not None
         self.nr_b = self.engine.rng.random_bytes(len(self.ni_b))
         # Our inbound SAs go in before QM2 leaves: the initiator starts sending on its
@@ -521,9 +515,10 @@ class QuickMode(Exchange):
                               "SAs before QM2 failed ({error}); trying again after QM3",
                               what=self.describe(), error=str(error))
         rest = self._rest(self.reply_sa, self.nr_b) + self._responder_lifetimes()
+        rest_type, rest_bytes = encode_payload_chain(rest)
         digest = quick_mode_hash2(self._hash_alg(), self._skeyid_a(), self.message_id,
-                                  self.ni_b, encode_payload_chain(rest)[1])
-        return [HashPayload(digest), *rest]
+                                  self.ni_b, rest_bytes)
+        return [HashPayload(digest), *rest], rest_type, rest_bytes
 
     def recv_qm3(self, message: Message, local: Address, remote: Address) -> None:
         self._check_hash(message, lambda m: quick_mode_hash3(
@@ -605,8 +600,7 @@ class QuickMode(Exchange):
         except (KernelError, CryptoError, ids.IdError):
             self._undo(ipsec)
             raise
-        ipsec.stay_alive = (ipsec.name.lower() in
-                            (n.lower() for n in self.store.get_list("Phase 2", "Connections")))
+        ipsec.stay_alive = ipsec.name.lower() in _configured_connections(self.store)
         return ipsec
 
     def _build(self) -> tuple[IpsecSA, list[KernelSA], list[KernelSA]]:
@@ -633,8 +627,8 @@ class QuickMode(Exchange):
         inbound_sas: list[KernelSA] = []
         outbound_sas: list[KernelSA] = []
         pairs: list[SpiPair] = []
-        # prf(SKEYID_d, ·), keyed once for every KEYMAT block of every SA here.
-        skeyid_d = _prf.KeyedPrf(self._hash_alg(), keys.skeyid_d)
+        # prf(SKEYID_d, ·), keyed once per ISAKMP SA for every KEYMAT block.
+        skeyid_d = self.sa.phase2_prfs()[1]
         compressed = len(self.suite.protocols) > 1 and any(
             c.protocol == ProtocolId.IPCOMP for c in self.suite.protocols)
         for choice in self.suite.protocols:
@@ -735,6 +729,13 @@ class QuickMode(Exchange):
                                     tunnel_src=remote_ip if tunnel else None,
                                     tunnel_dst=local_ip if tunnel else None, **common))
         return flows
+
+
+def _configured_connections(store: Any) -> frozenset[str]:
+    """``[Phase 2] Connections``, lower-cased, remembered until the configuration
+    changes (every install asks whether its connection is one of them)."""
+    return store.memo(("p2-connections-lower",), lambda: frozenset(
+        name.lower() for name in store.get_list("Phase 2", "Connections")))
 
 
 def _kernel_cpi(cpi: bytes) -> bytes:

@@ -24,6 +24,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from isakmpd.crypto.prf import KeyedPrf
 from isakmpd.wire.constants import COOKIE_SIZE, ExchangeType, ProtocolId
 
 if TYPE_CHECKING:
@@ -121,6 +122,8 @@ class IsakmpSA(_Timed):
     hard_at: float | None = None
     timers: dict[str, Any] = field(default_factory=dict)
     _cipher: tuple[Phase1Keys, Phase1Cipher] | None = field(default=None, repr=False)
+    _phase2_prfs: tuple[Phase1Keys, KeyedPrf, KeyedPrf] | None = field(default=None,
+                                                                       repr=False)
 
     MAX_REMEMBERED_IDS = 256
 
@@ -151,6 +154,19 @@ class IsakmpSA(_Timed):
         if cached is None or cached[0] is not keys:
             cached = self._cipher = (keys, keys.cipher())
         return cached[1]
+
+    def phase2_prfs(self) -> tuple[KeyedPrf, KeyedPrf]:
+        """(prf(SKEYID_a, ·), prf(SKEYID_d, ·)), keyed once per set of keys: every
+        Quick Mode on this SA takes its HASHes and KEYMAT from them."""
+        keys = self.keys
+        if keys is None:
+            raise ValueError("this ISAKMP SA has no keys yet")
+        cached = self._phase2_prfs
+        if cached is None or cached[0] is not keys:
+            alg = int(self.suite.hash)
+            cached = self._phase2_prfs = (keys, KeyedPrf(alg, keys.skeyid_a),
+                                          KeyedPrf(alg, keys.skeyid_d))
+        return cached[1], cached[2]
 
     def remember_message_id(self, message_id: int) -> None:
         self.used_message_ids[message_id] = None

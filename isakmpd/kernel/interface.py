@@ -7,9 +7,9 @@ policy: traffic matching these selectors is protected by the SAs of ``reqid``) a
 :class:`KernelError`.
 
 Everything here is synchronous: netlink is local, so a provider answers at once.
-:class:`KernelSA` is frozen. :class:`KernelFlow` is a value too (nothing changes one
-after it is made; it hashes by value) but not a frozen dataclass, whose ``__init__``
-pays an ``object.__setattr__`` call per field: every Quick Mode makes three flows.
+:class:`KernelSA` and :class:`KernelFlow` are values (nothing changes one after it
+is made; they hash by value) but not frozen dataclasses, whose ``__init__`` pays an
+``object.__setattr__`` call per field: every Quick Mode makes two SAs and three flows.
 Keys never appear in ``repr()`` or in :meth:`KernelSA.describe`, so SAs can be
 logged and dumped into reports safely.
 """
@@ -42,7 +42,7 @@ def _spi_text(spi: bytes) -> str:
     return "0x" + spi.hex() if spi else "(none)"
 
 
-@dataclass(frozen=True, repr=False, slots=True)
+@dataclass(unsafe_hash=True, repr=False, slots=True)   # a value; see the module docstring
 class KernelSA:
     """One direction of one protocol (ESP or AH) of a negotiated IPsec SA.
 
