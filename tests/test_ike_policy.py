@@ -553,6 +553,16 @@ class PeerTests(SynchronousTestCase):
         store.remove("Phase 1", "Default")
         self.assertIsNone(policy.find_peer_section(store, "192.0.2.99"))
 
+    def test_find_peer_section_compares_addresses(self) -> None:
+        # Tags and addresses are compared as addresses, whatever their spelling; of two
+        # tags of one address the first counts, as isakmpd scans [Phase 1] in order.
+        store = conf()
+        store.set("Phase 1", "2001:DB8:0::7", "peer-east")
+        store.set("Phase 1", "2001:db8::7", "peer-v6")
+        self.assertEqual(policy.find_peer_section(store, "2001:db8::7"), "peer-east")
+        self.assertEqual(policy.find_peer_section(store, " 2001:0db8::7 "), "peer-east")
+        self.assertEqual(policy.find_peer_section(store, "not an address"), "peer-any")
+
     def test_pre_shared_key(self) -> None:
         store = conf()
         self.assertEqual(policy.pre_shared_key(store, "peer-east", None), b"secret-east")

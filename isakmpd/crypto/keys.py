@@ -47,6 +47,7 @@ __all__ = [
     "hash_r",
     "message_id_bytes",
     "phase1_iv",
+    "phase1_keys_and_prf",
     "phase2_iv",
     "skeyid_pre_shared",
     "skeyid_signature",
@@ -154,29 +155,55 @@ def derive_phase1_keys(
     (RSA_SIG). ``key_length_bits`` is the KEY_LENGTH attribute or None; ``defaults``
     is passed to :func:`isakmpd.crypto.cipher.phase1_key_bytes`.
     """
+    return phase1_keys_and_prf(hash_alg, cipher_alg, key_length_bits, g_xy, ni_b, nr_b,
+                               cky_i, cky_r, psk=psk, defaults=defaults)[0]
+
+
+def phase1_keys_and_prf(
+    hash_alg: int,
+    cipher_alg: int,
+    key_length_bits: int | None,
+    g_xy: bytes,
+    ni_b: bytes,
+    nr_b: bytes,
+    cky_i: bytes,
+    cky_r: bytes,
+    *,
+    psk: bytes | None = None,
+    defaults: Mapping[EncryptionAlgorithm, int] = DEFAULT_KEY_BITS,
+) -> tuple[Phase1Keys, _prf.KeyedPrf]:
+    """:func:`derive_phase1_keys`, and prf(SKEYID, ·) keyed once for HASH_I and HASH_R
+    (pass it to :func:`hash_i`/:func:`hash_r` as ``skeyid``). The keys are built in one
+    object, without the intermediate one of :func:`derive_skeyids`."""
     nbytes = phase1_key_bytes(cipher_alg, key_length_bits, defaults)
     if psk is None:
         skeyid = skeyid_signature(hash_alg, ni_b, nr_b, g_xy)
     else:
         skeyid = skeyid_pre_shared(hash_alg, psk, ni_b, nr_b)
-    keys = derive_skeyids(hash_alg, skeyid, g_xy, cky_i, cky_r)
-    return Phase1Keys(
-        keys.hash_algorithm, keys.skeyid, keys.skeyid_d, keys.skeyid_a, keys.skeyid_e,
-        cipher_spec(cipher_alg).algorithm,
-        expand_cipher_key(hash_alg, keys.skeyid_e, nbytes))
+    _check_cookies(cky_i, cky_r)
+    # RFC 2409 §5, as in derive_skeyids.
+    tail = g_xy + cky_i + cky_r
+    keyed = _prf.KeyedPrf(hash_alg, skeyid)
+    skeyid_d = keyed(tail + b"\x00")
+    skeyid_a = keyed(skeyid_d + tail + b"\x01")
+    skeyid_e = keyed(skeyid_a + tail + b"\x02")
+    keys = Phase1Keys(keyed.algorithm, skeyid, skeyid_d, skeyid_a, skeyid_e,
+                      cipher_spec(cipher_alg).algorithm,
+                      expand_cipher_key(hash_alg, skeyid_e, nbytes))
+    return keys, keyed
 
 
 # --- HASH_I / HASH_R (RFC 2409 §5) ------------------------------------------
 
-def hash_i(hash_alg: int, skeyid: bytes, g_xi: bytes, g_xr: bytes, cky_i: bytes,
-           cky_r: bytes, sai_b: bytes, idii_b: bytes) -> bytes:
+def hash_i(hash_alg: int, skeyid: bytes | _prf.KeyedPrf, g_xi: bytes, g_xr: bytes,
+           cky_i: bytes, cky_r: bytes, sai_b: bytes, idii_b: bytes) -> bytes:
     """HASH_I = prf(SKEYID, g^xi | g^xr | CKY-I | CKY-R | SAi_b | IDii_b)."""
     _check_cookies(cky_i, cky_r)
     return _prf.prf(hash_alg, skeyid, g_xi + g_xr + cky_i + cky_r + sai_b + idii_b)
 
 
-def hash_r(hash_alg: int, skeyid: bytes, g_xi: bytes, g_xr: bytes, cky_i: bytes,
-           cky_r: bytes, sai_b: bytes, idir_b: bytes) -> bytes:
+def hash_r(hash_alg: int, skeyid: bytes | _prf.KeyedPrf, g_xi: bytes, g_xr: bytes,
+           cky_i: bytes, cky_r: bytes, sai_b: bytes, idir_b: bytes) -> bytes:
     """HASH_R = prf(SKEYID, g^xr | g^xi | CKY-R | CKY-I | SAi_b | IDir_b).
 
     The arguments are named by role, as for :func:`hash_i`; the responder's order
@@ -254,8 +281,9 @@ class IvChain:
     @classmethod
     def phase1(cls, hash_alg: int, g_xi: bytes, g_xr: bytes, block_size: int) -> IvChain:
         """The chain of a phase 1 exchange, at its first encrypted message."""
-        return cls(HashAlgorithm(hash_alg), block_size,
-                   phase1_iv(hash_alg, g_xi, g_xr, block_size))
+        # _truncate gave exactly block_size bytes: no __post_init__ check needed.
+        return _chain(HashAlgorithm(hash_alg), block_size,
+                      phase1_iv(hash_alg, g_xi, g_xr, block_size))
 
     def iv_for_message_id(self, message_id: int | bytes) -> IvChain:
         """The chain of the phase 2 exchange ``message_id``, from this (phase 1) IV."""

@@ -109,15 +109,26 @@ def hash_size(alg: int) -> int:
     return hash_spec(alg).digest_size
 
 
+# hashlib's constructor of each hash: hashlib.new looks the name up on every call.
+_HASH_NEW = {alg: getattr(hashlib, spec.hashlib_name) for alg, spec in _HASHES.items()}
+
+
 def hash(alg: int, data: bytes) -> bytes:  # shadows the builtin: RFC 2409 calls it hash
     """The plain hash of ``data`` with HASH_ALGORITHM ``alg`` (e.g. NAT-D, IVs)."""
-    return hashlib.new(hash_spec(alg).hashlib_name, data).digest()
+    try:
+        new = _HASH_NEW[alg]
+    except (KeyError, TypeError):
+        hash_spec(alg)          # raises UnsupportedAlgorithmError
+        raise
+    return new(data).digest()
 
 
 _HASH_CLASSES: dict[str, type[_hashes.HashAlgorithm]] = {
     "md5": _hashes.MD5, "sha1": _hashes.SHA1, "sha256": _hashes.SHA256,
     "sha384": _hashes.SHA384, "sha512": _hashes.SHA512,
 }
+# One (stateless) instance of each, shared by every KeyedPrf.
+_HASH_OBJECTS = {name: cls() for name, cls in _HASH_CLASSES.items()}
 
 
 class KeyedPrf:
@@ -138,7 +149,7 @@ class KeyedPrf:
     def __init__(self, alg: int, key: bytes) -> None:
         spec = hash_spec(alg)
         self.algorithm = spec.algorithm
-        self._keyed = _hmac.HMAC(bytes(key), _HASH_CLASSES[spec.hashlib_name]())
+        self._keyed = _hmac.HMAC(bytes(key), _HASH_OBJECTS[spec.hashlib_name])
 
     def __call__(self, data: bytes) -> bytes:
         h = self._keyed.copy()

@@ -36,6 +36,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from isakmpd.crypto.prf import hash as plain_hash
@@ -73,6 +74,7 @@ __all__ = [
     "encapsulation_for",
     "nat_d_hash",
     "nat_d_payloads",
+    "nat_d_verdict",
     "nat_oa_payloads",
     "nat_t_vendor_payloads",
     "peer_capabilities",
@@ -129,6 +131,7 @@ def peer_capabilities(vendor_ids: Iterable[bytes | VendorPayload]) -> NatTCapabi
     return NatTCapability(rfc, draft, dpd)
 
 
+@lru_cache(maxsize=256)
 def _address_bytes(ip: str) -> bytes:
     # IPv4-mapped IPv6 addresses are hashed as the IPv4 address the peer sees.
     address = addresses.ip(ip)
@@ -172,8 +175,18 @@ def check_nat_d(hash_alg: int, cookie_i: bytes, cookie_r: bytes,
               for item in received]
     if not hashes:
         return False, False
-    mine = nat_d_hash(hash_alg, cookie_i, cookie_r, *local)
-    theirs = nat_d_hash(hash_alg, cookie_i, cookie_r, *remote)
+    return nat_d_verdict(nat_d_hash(hash_alg, cookie_i, cookie_r, *local),
+                         nat_d_hash(hash_alg, cookie_i, cookie_r, *remote), hashes)
+
+
+def nat_d_verdict(mine: bytes, theirs: bytes,
+                  received: Iterable[NatDPayload | bytes]) -> tuple[bool, bool]:
+    """:func:`check_nat_d` with the hashes of our ``local`` (``mine``) and of the
+    ``remote`` address (``theirs``) already computed."""
+    hashes = [bytes(item.data if isinstance(item, NatDPayload) else item)
+              for item in received]
+    if not hashes:
+        return False, False
     return mine not in hashes, theirs not in hashes
 
 

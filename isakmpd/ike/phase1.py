@@ -29,12 +29,13 @@ SA is ready.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from isakmpd.crypto import dh
 from isakmpd.crypto import prf as _prf
 from isakmpd.crypto.cipher import cipher_spec
-from isakmpd.crypto.keys import IvChain, derive_phase1_keys, hash_i, hash_r
+from isakmpd.crypto.keys import IvChain, hash_i, hash_r, phase1_keys_and_prf
 from isakmpd.crypto.prf import CryptoError
 from isakmpd.ike import natt, policy
 from isakmpd.ike.exchange import Exchange, ExchangeError, MessageSpec
@@ -94,6 +95,8 @@ _OUR_VIDS = {nat_t: tuple(VendorPayload(v) for v in (VID_OPENBSD,
                                                       *(NAT_T_VIDS if nat_t else ()),
                                                       VID_DPD))
              for nat_t in (False, True)}
+# The NAT-T capability of a peer's VID list: peers of one kind send the same list.
+_capability = lru_cache(maxsize=64)(natt.peer_capabilities)
 
 
 class Phase1(Exchange):
@@ -112,6 +115,10 @@ class Phase1(Exchange):
         self.nr_b = b""
         self.our_id: IdPayload | None = None
         self.peer_id: IdPayload | None = None
+        # prf(SKEYID, ·) keyed once, for HASH_I and HASH_R; only while the exchange runs.
+        self._skeyid_prf: _prf.KeyedPrf | None = None
+        # NAT-D hash by address: the two we send are the two we check (RFC 3947 §3.2).
+        self._nat_d: dict[Address, bytes] = {}
 
     @property
     def store(self) -> Any:
@@ -201,7 +208,7 @@ class Phase1(Exchange):
             if data == VID_OPENBSD:
                 self.sa.openbsd_peer = True
         self.sa.peer_vids = tuple(vids)
-        capability = natt.peer_capabilities(self.sa.peer_vids)
+        capability = _capability(self.sa.peer_vids)
         if self.engine.nat_t and capability.nat_t:
             self.sa.nat.peer_capable = True
             self.sa.nat.rfc = capability.use_rfc
@@ -211,9 +218,19 @@ class Phase1(Exchange):
         nat = self.sa.nat
         if not nat.peer_capable:
             return []
-        return list(natt.nat_d_payloads(self.sa.suite.hash, self.sa.icookie,
-                                        self.sa.rcookie, self.local, self.remote,
-                                        rfc=nat.rfc))
+        # natt.nat_d_payloads, with the hashes check_nat_d also needs.
+        draft = not nat.rfc
+        return [NatDPayload(self._nat_d_hash(self.remote), draft=draft),
+                NatDPayload(self._nat_d_hash(self.local), draft=draft)]
+
+    def _nat_d_hash(self, address: Address) -> bytes:
+        """natt.nat_d_hash of ``address`` with this SA's hash and cookies, once."""
+        digest = self._nat_d.get(address)
+        if digest is None:
+            sa = self.sa
+            digest = self._nat_d[address] = natt.nat_d_hash(sa.suite.hash, sa.icookie,
+                                                            sa.rcookie, *address)
+        return digest
 
     def check_nat_d(self, message: Message, local: Address, remote: Address) -> None:
         """Compare received NAT-D with the addresses this message travelled between."""
@@ -221,8 +238,8 @@ class Phase1(Exchange):
         received = [p for p in message.payloads if isinstance(p, NatDPayload)]
         if not nat.peer_capable or not received:
             return
-        nat.we_are_behind, nat.peer_is_behind = natt.check_nat_d(
-            self.sa.suite.hash, self.sa.icookie, self.sa.rcookie, local, remote, received)
+        nat.we_are_behind, nat.peer_is_behind = natt.nat_d_verdict(
+            self._nat_d_hash(local), self._nat_d_hash(remote), received)
         if nat.detected:
             where = "we are" if nat.we_are_behind else "the peer is"
             if nat.we_are_behind and nat.peer_is_behind:
@@ -293,9 +310,9 @@ class Phase1(Exchange):
         peer_ke = self.g_xr if self.initiator else self.g_xi
         try:
             g_xy = self.dh_pair.shared_secret(peer_ke)
-            keys = derive_phase1_keys(suite.hash, suite.encryption, suite.key_length, g_xy,
-                                      self.ni_b, self.nr_b, self.sa.icookie, self.sa.rcookie,
-                                      psk=psk)
+            keys, self._skeyid_prf = phase1_keys_and_prf(
+                suite.hash, suite.encryption, suite.key_length, g_xy, self.ni_b, self.nr_b,
+                self.sa.icookie, self.sa.rcookie, psk=psk)
         except dh.DHError as error:
             raise ExchangeError(error.notify, f"{self.describe()}: {error}") from None
         except CryptoError as error:
@@ -336,7 +353,8 @@ class Phase1(Exchange):
             id_payload = self.peer_id if self.initiator else self.our_id
             func = hash_r
         assert id_payload is not None
-        return func(self.sa.suite.hash, keys.skeyid, self.g_xi, self.g_xr, self.sa.icookie,
+        skeyid = self._skeyid_prf or keys.skeyid
+        return func(self.sa.suite.hash, skeyid, self.g_xi, self.g_xr, self.sa.icookie,
                     self.sa.rcookie, self.sai_b, id_payload.body_bytes())
 
     def check_hash(self, message: Message) -> None:

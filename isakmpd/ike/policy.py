@@ -529,14 +529,29 @@ def find_peer_section(store: Store, remote_ip: str) -> str | None:
 
     Tags are compared as addresses, so ``2001:DB8:0::1`` finds ``2001:db8::1``.
     """
-    return store.memo(("peer-section", remote_ip), lambda: _find_peer_section(store, remote_ip))
-
-
-def _find_peer_section(store: Store, remote_ip: str) -> str | None:
+    # One index of [Phase 1] for all peers (a per-address memo would fill the store's
+    # memo with one entry per peer): the first tag of each address wins, as in a scan.
+    by_text, by_address, default = store.memo(("peer-index",),
+                                              lambda: _read_peer_index(store))
+    found = by_text.get(remote_ip, _NO_TAG)     # an address as ipaddress writes it
+    if found is not _NO_TAG:
+        return found
+    if not by_address:
+        return default
     try:
         wanted = ipaddress.ip_address(remote_ip.strip())
     except ValueError:
-        wanted = None
+        return default
+    return by_address.get(wanted, default)
+
+
+_NO_TAG = object()
+_IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_PeerIndex = tuple[dict[str, str | None], dict[_IpAddress, str | None], str | None]
+
+
+def _read_peer_index(store: Store) -> _PeerIndex:
+    by_address: dict[_IpAddress, str | None] = {}
     default: str | None = None
     for binding in store.tags("Phase 1"):
         tag = binding.tag.strip()
@@ -544,11 +559,12 @@ def _find_peer_section(store: Store, remote_ip: str) -> str | None:
             default = binding.value.strip() or None
             continue
         try:
-            if wanted is not None and ipaddress.ip_address(tag) == wanted:
-                return binding.value.strip() or None
+            address = ipaddress.ip_address(tag)
         except ValueError:
             continue
-    return default
+        by_address.setdefault(address, binding.value.strip() or None)
+    by_text = {str(address): section for address, section in by_address.items()}
+    return by_text, by_address, default
 
 
 def exchange_type(store: Store, peer_section: str) -> ExchangeType:
@@ -685,12 +701,9 @@ def phase1_select(store: Store, peer_section: str, offered: SaPayload, peer: str
     # gateway sees the same few offers from all its peers.
     key = ("p1-select", peer_section.lower(), ke_group,
            offered.raw if offered.raw is not None else offered.encode_body())
-    plan = store.memo(key, lambda: _phase1_plan(store, peer_section, proposal, ke_group))
+    plan = store.memo(key, lambda: _phase1_plan(store, peer_section, offered, ke_group))
     if plan is not None:
-        index, suite = plan
-        chosen = replace(proposal, transforms=[proposal.transforms[index].echo()])
-        chosen.raw = None
-        return SaPayload(offered.doi, offered.situation, [chosen]), suite
+        return plan
     configs = _p1_configs(store, peer_section)
     reads = [_read_p1(transform) for transform in proposal.transforms]
     best: tuple[int, str] | None = None
@@ -722,10 +735,12 @@ def phase1_select(store: Store, peer_section: str, offered: SaPayload, peer: str
                                     f"for {peer_section}: {why}")
 
 
-def _phase1_plan(store: Store, peer_section: str, proposal: ProposalPayload,
-                 ke_group: int | None) -> tuple[int, Phase1Suite] | None:
-    """(index of the first acceptable transform, its suite), or None (the caller then
-    finds the reason)."""
+def _phase1_plan(store: Store, peer_section: str, offered: SaPayload,
+                 ke_group: int | None) -> tuple[SaPayload, Phase1Suite] | None:
+    """(the reply SA, the suite) of the first acceptable transform, or None (the caller
+    then finds the reason). Remembered per offer, the reply is shared by every
+    exchange that gets this offer: payloads are not changed once made."""
+    proposal = offered.proposals[0]
     configs = _p1_configs(store, peer_section)
     for index, transform in enumerate(proposal.transforms):
         read = _read_p1(transform)
@@ -734,7 +749,10 @@ def _phase1_plan(store: Store, peer_section: str, proposal: ProposalPayload,
         for config in configs:
             _score, reason, lives = _p1_compare(read, config)
             if reason is None:
-                return index, _p1_suite(read, lives)
+                chosen = replace(proposal, transforms=[proposal.transforms[index].echo()])
+                chosen.raw = None
+                return SaPayload(offered.doi, offered.situation, [chosen]), _p1_suite(read,
+                                                                                    lives)
     return None
 
 
