@@ -330,12 +330,15 @@ class _LibraryEcpGroup(_EcpGroup):
 
     def _agree(self, secret: object, peer_ke: bytes) -> bytes:
         assert isinstance(secret, ec.EllipticCurvePrivateKey)
-        x, y = self._parse(peer_ke)
         try:
-            # OpenSSL checks the point again (on the curve, not infinity).
-            peer = ec.EllipticCurvePublicNumbers(x, y, self._ec_curve).public_key()
-        except ValueError:  # pragma: no cover - _parse already refused it
-            raise InvalidPublicValueError(
+            # OpenSSL validates the uncompressed point itself (length, coordinates
+            # below p, on the curve), so a valid value is not parsed twice: the
+            # phase 1 responder has already run check_public on it.
+            peer = ec.EllipticCurvePublicKey.from_encoded_point(
+                self._ec_curve, b"\x04" + peer_ke)
+        except ValueError:
+            self._parse(peer_ke)            # raises, saying what is wrong
+            raise InvalidPublicValueError(  # pragma: no cover - _parse refuses first
                 self, "point rejected by OpenSSL", NotifyType.INVALID_KEY_INFORMATION) from None
         # OpenSSL's ECDH output is the x-coordinate, padded to the field length.
         return secret.exchange(ec.ECDH(), peer).rjust(self.curve.field_bytes, b"\0")

@@ -1718,7 +1718,7 @@ def _passive_matches(store: Store, peer_section_or_none: str | None, idci: IdPay
                 matches.append((name, False))
             continue
         network = ids.id_network(idci)
-        if network is None or network.num_addresses != 1:
+        if network is None or network.prefixlen != network.max_prefixlen:
             continue
         matches.append((name, True))
     return tuple(matches)
