@@ -155,7 +155,6 @@ class Exchange:
         self.message_id = message_id
         self.local = local
         self.remote = remote
-        self.steps = self.INITIATOR_STEPS if initiator else self.RESPONDER_STEPS
         self._script = self._INITIATOR_SCRIPT if initiator else self._RESPONDER_SCRIPT
         self.step = 0
         self.done = False
@@ -183,7 +182,7 @@ class Exchange:
                 f"msgid {self.message_id:08x})")
 
     def __repr__(self) -> str:
-        return f"<{self.describe()} step {self.step}/{len(self.steps)}>"
+        return f"<{self.describe()} step {self.step}/{len(self._script)}>"
 
     # -- life cycle --------------------------------------------------------------
 
@@ -271,7 +270,7 @@ class Exchange:
 
     @property
     def current_step(self) -> str | None:
-        return self.steps[self.step] if self.step < len(self.steps) else None
+        return self._script[self.step][0] if self.step < len(self._script) else None
 
     def _run(self) -> None:
         """Run send steps until the script waits for a message or ends."""
