@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "CLASS_KEY",
     "CLASS_NAMES",
+    "LEVELS",
     "LEVEL_KEY",
     "DebugClass",
     "enabled",
@@ -64,6 +65,12 @@ MAX_LEVEL = 99
 _levels = [0] * len(DebugClass)
 _saved: list[int] | None = None      # levels saved by the first toggle()
 _verbose = False
+
+
+# The live level list, for per-message paths that test a level without a call
+# (``LEVELS[cls] >= level`` is ``enabled(cls, level)``): it is only ever changed
+# in place, so a module that imported it sees every change. Read it, never set it.
+LEVELS = _levels
 
 
 def enabled(debug_class: DebugClass, message_level: int) -> bool:

@@ -152,7 +152,9 @@ class Store:
 
     def get_str(self, section: str, tag: str, default: str | None = None) -> str | None:
         """The value of ``[section]:tag`` as written, or ``default``."""
-        bound = self.binding(section, tag)
+        # (binding(), without the call: policy reads several values per message)
+        found = self._sections.get(section.lower())
+        bound = None if found is None else found.tags.get(tag.lower())
         return default if bound is None else bound.value
 
     def get_num(self, section: str, tag: str, default: int = 0) -> int:

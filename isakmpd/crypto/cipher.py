@@ -255,13 +255,14 @@ class Phase1Cipher:
 
     def encrypt(self, iv: bytes, plaintext: bytes) -> bytes:
         """CBC-encrypt block-aligned ``plaintext`` (pad it with :func:`zero_pad`)."""
-        self._check(iv, plaintext)
+        bs = self._spec.block_size
+        if len(iv) != bs or not plaintext or len(plaintext) % bs:
+            self._check(iv, plaintext)      # raises, saying what is wrong
         # One CBC context serves every message of the SA (setting one up costs
         # more than encrypting a message). Left open, it chains from the last
         # block S it produced: C_1 = E(P_1 xor S). Feeding it P_1 xor IV xor S
         # as the first block gives E(P_1 xor IV), CBC from this message's IV, and
         # the rest chains as usual (NIST SP 800-38A §6.2).
-        bs = self._spec.block_size
         encryptor = self._encryptor
         if encryptor is None:
             encryptor = self._encryptor = Cipher(self._algorithm,
@@ -283,13 +284,15 @@ class Phase1Cipher:
         messages of the SA, and the chaining is one xor over the whole message.
         Setting up a CBC context per message would repeat the key schedule.
         """
-        self._check(iv, ciphertext)
+        bs = self._spec.block_size
+        if len(iv) != bs or not ciphertext or len(ciphertext) % bs:
+            self._check(iv, ciphertext)     # raises, saying what is wrong
         decryptor = self._block_decryptor
         if decryptor is None:
             decryptor = self._block_decryptor = Cipher(self._algorithm,
                                                        modes.ECB()).decryptor()
         blocks = decryptor.update(ciphertext)
-        chained = bytes(iv) + ciphertext[:-self._spec.block_size]
+        chained = bytes(iv) + ciphertext[:-bs]
         size = len(ciphertext)
         return (int.from_bytes(blocks, "big") ^ int.from_bytes(chained, "big")
                 ).to_bytes(size, "big")

@@ -117,6 +117,10 @@ _DEAD = SaState.DEAD
 _READY = SaState.READY
 _DEBUG_MESSAGE = DebugClass.MESSAGE
 _DEBUG_SA = DebugClass.SA
+# The live debug levels (see debug.LEVELS) and the indexes per-message paths use.
+_LEVELS = debug.LEVELS
+_DEBUG_MESSAGE_I = int(_DEBUG_MESSAGE)
+_DEBUG_SA_I = int(_DEBUG_SA)
 _FINISHED_KEPT = 16          # finished exchanges remembered per ISAKMP SA (duplicates)
 _ERROR_NOTIFY_MAX = 16383    # RFC 2408 §3.14.1: error types are 1..16383
 DEFAULT_PHASE1_LIFETIME = 28800   # seconds, when phase 1 negotiated none (inventory §3.1)
@@ -207,7 +211,7 @@ class Engine:
 
     def debug(self, debug_class: DebugClass, level: int, fmt: str, **kwargs: Any) -> None:
         """A debug line of ``debug_class`` at ``level``, built only when it is wanted."""
-        if debug.enabled(debug_class, level):
+        if _LEVELS[debug_class] >= level:      # (debug.enabled, without the call)
             self.log.debug(fmt, **debug.fields(debug_class, level), **kwargs)
 
     def now(self) -> float:
@@ -247,7 +251,7 @@ class Engine:
         """Does anybody want messages in clear (capture on, or Message debugging)?"""
         capture = self.capture
         return (capture is not None and capture.active) or \
-            debug.enabled(_DEBUG_MESSAGE, 10)
+            _LEVELS[_DEBUG_MESSAGE_I] >= 10        # (debug.enabled, without the call)
 
     def _marker(self, local: Address) -> bool:
         """Did a message to or from ``local`` travel on our NAT-T port (non-ESP marker)?"""
@@ -1109,9 +1113,10 @@ class Engine:
         sa.hard_at = start + lifetime
         sa.timers["soft"] = self.clock.callLater(max(0.0, sa.soft_at - now),
                                                  self._soft_expired, sa)
-        self.debug(_DEBUG_SA, 30, "{sa.describe()}: soft expiry in {soft:.0f} s, hard "
-                   "expiry in {hard:.0f} s", sa=sa, soft=sa.soft_at - now,
-                   hard=sa.hard_at - now)
+        if _LEVELS[_DEBUG_SA_I] >= 30:         # (every new SA comes here)
+            self.debug(_DEBUG_SA, 30, "{sa.describe()}: soft expiry in {soft:.0f} s, hard "
+                       "expiry in {hard:.0f} s", sa=sa, soft=sa.soft_at - now,
+                       hard=sa.hard_at - now)
 
     def _replace(self, old: IpsecSA, new: IpsecSA, *, delete: bool,
                  new_text: str | None = None) -> None:

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import AlreadyCalled, AlreadyCancelled
 from twisted.python.failure import Failure
 
 from isakmpd import debug
@@ -81,7 +82,12 @@ _EXCHANGE = DebugClass.EXCHANGE
 _MESSAGE = DebugClass.MESSAGE
 _NO_FLAGS = Flag(0)
 _ENC = Flag.ENC
-_enabled = debug.enabled
+# debug.enabled(class, level) as ``_LEVELS[class] >= level``, without a call (this
+# is asked several times per message).
+_LEVELS = debug.LEVELS
+_EXCHANGE_I = int(DebugClass.EXCHANGE)
+_MESSAGE_I = int(DebugClass.MESSAGE)
+_ENC_BIT = int(Flag.ENC)
 _TYPE_OF = operator.attrgetter("payload_type")
 
 
@@ -202,7 +208,7 @@ class Exchange:
         """Arm the Exchange-max-time deadline; an initiator sends its first message."""
         self._deadline_call = self.engine.clock.callLater(self.engine.max_exchange_time,
                                                           self._expired)
-        if _enabled(_EXCHANGE, 10):
+        if _LEVELS[_EXCHANGE_I] >= 10:
             self.engine.debug(_EXCHANGE, 10, "{exchange.describe()}: started",
                               exchange=self)
         if self.initiator:
@@ -220,7 +226,7 @@ class Exchange:
         self.done = True
         self.result = result
         self._cancel_timers()
-        if _enabled(_EXCHANGE, 10):
+        if _LEVELS[_EXCHANGE_I] >= 10:
             self.engine.debug(_EXCHANGE, 10, "{exchange.describe()}: finished",
                               exchange=self)
         for hook in self.on_done:
@@ -261,8 +267,13 @@ class Exchange:
 
     def _cancel_timers(self) -> None:
         for call in (self._retransmit_call, self._deadline_call):
-            if call is not None and call.active():
-                call.cancel()
+            if call is not None:
+                # Cancelled unless it has run or was cancelled already (asking
+                # active() first would cost a call per timer).
+                try:
+                    call.cancel()
+                except (AlreadyCalled, AlreadyCancelled):
+                    pass
         self._retransmit_call = None
         self._deadline_call = None
 
@@ -280,7 +291,7 @@ class Exchange:
                 name, send, encrypted, timed, _required, _plain = script[self.step]
                 if not send:
                     return
-                if _enabled(_EXCHANGE, 30):
+                if _LEVELS[_EXCHANGE_I] >= 30:
                     self.engine.debug(_EXCHANGE, 30,
                                       "{exchange.describe()}: step {step}", exchange=self,
                                       step=name)
@@ -339,19 +350,27 @@ class Exchange:
         if not encrypt:
             data = pack_header(sa.icookie, sa.rcookie, first, self.EXCHANGE_TYPE, _NO_FLAGS,
                                self.message_id, HEADER_SIZE + len(body)) + body
-            if engine.watching:
+            capture = engine.capture        # (engine.watching, without the call)
+            if (capture is not None and capture.active) or _LEVELS[_MESSAGE_I] >= 10:
                 engine.message_out(self._message(payloads), data, self.local, self.remote)
             return data
-        chain = self.iv_chain()
+        # iv_chain() and set_iv_chain() below, without the calls.
+        chain = self.sa.iv if self.PHASE == 1 else self._chain
+        if chain is None:
+            chain = self.iv_chain()
         if chain is None:
             raise ExchangeError(None, f"{self.describe()}: no keys to encrypt with")
-        if engine.watching:
+        capture = engine.capture            # (engine.watching, without the call)
+        if (capture is not None and capture.active) or _LEVELS[_MESSAGE_I] >= 10:
             # isakmpd logs outgoing messages before encryption (message.c).
             clear = pack_header(sa.icookie, sa.rcookie, first, self.EXCHANGE_TYPE, _NO_FLAGS,
                                 self.message_id, HEADER_SIZE + len(body)) + body
             engine.message_out(self._message(payloads), clear, self.local, self.remote)
         ciphertext, chain = chain.encrypt(sa.cipher(), body)
-        self.set_iv_chain(chain)
+        if self.PHASE == 1:
+            sa.iv = chain
+        else:
+            self._chain = chain
         return pack_header(sa.icookie, sa.rcookie, first, self.EXCHANGE_TYPE, _ENC,
                            self.message_id, HEADER_SIZE + len(ciphertext)) + ciphertext
 
@@ -396,8 +415,11 @@ class Exchange:
         self._schedule_retransmit()
 
     def _cancel_retransmit(self) -> None:
-        if self._retransmit_call is not None and self._retransmit_call.active():
-            self._retransmit_call.cancel()
+        if self._retransmit_call is not None:
+            try:                            # (see _cancel_timers)
+                self._retransmit_call.cancel()
+            except (AlreadyCalled, AlreadyCancelled):
+                pass
         self._retransmit_call = None
 
     # -- receiving -----------------------------------------------------------------
@@ -451,9 +473,10 @@ class Exchange:
                                 fatal=False)
         name, _send, encrypted, _timed, required, plain = script[self.step]
         message, chain = self.open(data, header, encrypted)
-        if self.engine.watching:
+        capture = self.engine.capture       # (engine.watching, without the call)
+        if (capture is not None and capture.active) or _LEVELS[_MESSAGE_I] >= 10:
             self.engine.message_in(message, data, local, remote)
-        if _enabled(_EXCHANGE, 30):
+        if _LEVELS[_EXCHANGE_I] >= 30:
             self.engine.debug(_EXCHANGE, 30, "{exchange.describe()}: step {step}",
                               exchange=self, step=name)
         present = set(map(_TYPE_OF, message.payloads))
@@ -461,8 +484,11 @@ class Exchange:
             self.check_payloads(name, message)     # refuses, or logs what it ignores
         getattr(self, name)(message, local, remote)
         # Accepted: the IV chain moves on, the reply goes where this came from.
-        if chain is not None:
-            self.set_iv_chain(chain)
+        if chain is not None:               # (set_iv_chain, without the call)
+            if self.PHASE == 1:
+                self.sa.iv = chain
+            else:
+                self._chain = chain
         self.local, self.remote = local, remote
         if self._retransmit_call is not None:
             self._cancel_retransmit()
@@ -479,12 +505,16 @@ class Exchange:
         Returns the message and the IV chain to keep once it is accepted.
         """
         body = data[HEADER_SIZE:]
+        # (header.encrypted, without the property's call)
         if encrypted:
-            if not header.encrypted:
+            if not int(header.flags) & _ENC_BIT:
                 raise ExchangeError(NotifyType.INVALID_FLAGS,
                                     f"{self.describe()}: cleartext message where an "
                                     "encrypted one is required", fatal=False, send=False)
-            chain = self.iv_chain()
+            # (iv_chain(), called only when a phase 2 chain is still to be made)
+            chain = self.sa.iv if self.PHASE == 1 else self._chain
+            if chain is None:
+                chain = self.iv_chain()
             if chain is None:
                 raise ExchangeError(None, f"{self.describe()}: encrypted message but no "
                                           "keys", fatal=False)
@@ -494,7 +524,7 @@ class Exchange:
             except (CryptoError, DecodeError) as error:
                 raise self.undecodable(error) from None
             return message, chain
-        if header.encrypted:
+        if int(header.flags) & _ENC_BIT:
             raise ExchangeError(NotifyType.INVALID_FLAGS,
                                 f"{self.describe()}: encrypted message where a cleartext "
                                 "one is expected", fatal=False, send=False)
