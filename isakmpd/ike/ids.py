@@ -46,6 +46,7 @@ __all__ = [
     "SERVICE_PORTS",
     "IdError",
     "id_from_section",
+    "id_is_host",
     "id_network",
     "id_selector",
     "id_string",
@@ -246,11 +247,34 @@ def id_network(id_payload: IdPayload) -> ipaddress.IPv4Network | ipaddress.IPv6N
     return None
 
 
+def id_is_host(id_payload: IdPayload) -> bool:
+    """Whether an address or subnet ID covers one address (a /32 or /128)."""
+    size = len(id_payload.data)
+    id_type = id_payload.id_type
+    if (id_type == _IPV4_ADDR and size == 4) or (id_type == _IPV6_ADDR and size == 16):
+        return True         # a host: no network object needed to say so
+    network = id_network(id_payload)
+    return network is not None and network.prefixlen == network.max_prefixlen
+
+
 def id_selector(id_payload: IdPayload) -> str:
     """Selector text for the kernel: ``"203.0.113.0/25"``, ``"192.0.2.1/32"``.
 
     Raises :class:`IdError` for IDs that are not one address or one subnet.
     """
+    data = id_payload.data
+    if id_payload.id_type == _IPV4_ADDR and len(data) == 4:
+        # An IPv4 host (every peer's own ID, each a new one): str() of its /32
+        # network, without building the network.
+        return f"{data[0]}.{data[1]}.{data[2]}.{data[3]}/32"
+    if id_payload.id_type == _IPV4_ADDR_SUBNET and len(data) == 8:
+        # An IPv4 subnet (a connection's own, on every install): the same text as
+        # str() of id_network's network (host bits cleared), without building it.
+        prefix = _mask_prefix(data[4:])
+        if prefix is not None:
+            base = (int.from_bytes(data[:4], "big")
+                    & int.from_bytes(data[4:], "big")).to_bytes(4, "big")
+            return f"{base[0]}.{base[1]}.{base[2]}.{base[3]}/{prefix}"
     network = id_network(id_payload)
     if network is None:
         raise IdError(f"{id_string(id_payload)} is not an address or a subnet with a "

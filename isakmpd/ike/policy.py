@@ -1373,11 +1373,13 @@ def quick_mode_select(store: Store, connection: str, offered: SaPayload,
     shape = ("qm-select", connection.lower(), nat_t, _offer_shape(offered))
     plan = store.memo(shape, lambda: _selection_plan(store, connection, offered, nat_t))
     if plan is not None:
-        group_index, picked = plan
+        group_index, picked, text = plan
         group = _groups(offered.proposals)[group_index]
         picks = [_Pick(group[index], read, proto, lives, mode)
                  for index, read, proto, lives, mode in picked]
-        return _build_choice(group, picks, spi_for)
+        reply, suite = _build_choice(group, picks, spi_for)
+        suite._text = text          # what describe() would make (the SA's log lines)
+        return reply, suite
     suites = _p2_suites(store, connection)
     best: tuple[int, str] | None = None
     for group in _groups(offered.proposals):
@@ -1408,20 +1410,27 @@ def quick_mode_select(store: Store, connection: str, offered: SaPayload,
 
 def _offer_shape(offered: SaPayload) -> tuple[object, ...]:
     """What selection depends on: proposal numbers, protocols, transforms (no SPIs)."""
-    return tuple((proposal.number, int(proposal.protocol_id),
-                  tuple((transform.number, transform.raw if transform.raw is not None
-                         else transform.encode_body()) for transform in proposal.transforms))
-                 for proposal in offered.proposals)
+    # Plain loops: every Quick Mode makes it, and a generator is a frame per item.
+    shape: list[tuple[object, ...]] = []
+    for proposal in offered.proposals:
+        transforms: list[tuple[int, bytes]] = []
+        for transform in proposal.transforms:
+            raw = transform.raw
+            transforms.append((transform.number,
+                               raw if raw is not None else transform.encode_body()))
+        shape.append((proposal.number, int(proposal.protocol_id), tuple(transforms)))
+    return tuple(shape)
 
 
 _PlannedPick = tuple[int, "_P2Offered", "_P2ProtoConfig", "_LifeCheck", EncapsulationMode]
 
 
 def _selection_plan(store: Store, connection: str, offered: SaPayload, nat_t: bool
-                    ) -> tuple[int, tuple[_PlannedPick, ...]] | None:
+                    ) -> tuple[int, tuple[_PlannedPick, ...], str] | None:
     """The chosen group's index and, per protocol, (index in the group, reading,
-    our protocol section, lifetimes, mode); None when nothing is acceptable (the
-    caller then finds the reason)."""
+    our protocol section, lifetimes, mode), and the chosen suite's describe() text,
+    which names no SPI; None when nothing is acceptable (the caller then finds the
+    reason)."""
     suites = _p2_suites(store, connection)
     for group_index, group in enumerate(_groups(offered.proposals)):
         protocols = sorted(proposal.protocol_id for proposal in group)
@@ -1431,9 +1440,10 @@ def _selection_plan(store: Store, connection: str, offered: SaPayload, nat_t: bo
             picks = _pick_protocols(group, suite, nat_t)
             if isinstance(picks, tuple):
                 continue
+            text = _build_choice(group, picks, lambda _protocol: b"")[1].describe()
             return group_index, tuple(
                 (group.index(pick.proposal), pick.read, pick.proto, pick.lives, pick.mode)
-                for pick in picks)
+                for pick in picks), text
     return None
 
 
@@ -1506,7 +1516,11 @@ def _build_choice(group: list[ProposalPayload], picks: list[_Pick],
             protocol, int(transform.transform_id), pick.mode, pick.read.auth,
             pick.read.key_length, pick.lives.seconds, pick.lives.kilobytes, our_spi,
             bytes(pick.proposal.spi), pick.proto.replay_window))
-    pfs = next((p.read.group for p in picks if not _pfs_free(p.read)), None)
+    pfs = None
+    for pick in picks:              # a loop, not next(genexpr): one frame fewer
+        if not _pfs_free(pick.read):
+            pfs = pick.read.group
+            break
     suite = Phase2Suite(tuple(choices), pfs, shortened, group[0].number)
     return SaPayload(Doi.IPSEC, Situation.IDENTITY_ONLY, reply_proposals), suite
 
@@ -1647,7 +1661,12 @@ def _read_passive_candidates(store: Store) -> list[str]:
             names.append(name)
     # Dynamic connections made from kernel ACQUIREs (isakmpd.ike.ondemand): the peer
     # may rekey them, or start them itself for the same policy, and we answer.
-    for name in store.get_section_names():
+    sections = store.get_section_names()
+    # The configuration holds some 12,000 sections (the built-in suites); one
+    # lower() of them all, in C, says whether any can be such a connection.
+    if "connection-" not in "\n".join(sections).lower():
+        return names
+    for name in sections:
         if (name.lower().startswith("connection-")
                 and "__ondemand" in (f.lower() for f in store.get_list(name, "Flags"))
                 and name.lower() not in (n.lower() for n in names)):
@@ -1694,7 +1713,26 @@ def _passive_matches(store: Store, peer_section_or_none: str | None, idci: IdPay
                      idcr: IdPayload) -> tuple[tuple[str, bool], ...]:
     """The passive connections whose IDs fit, in order, each with whether it still
     needs the peer's address to match IDci (it has no Remote-ID)."""
+    # The part that depends on IDcr alone (every peer of a gateway sends the same
+    # one) is remembered on its own, so a new peer's IDci costs only this loop.
+    plan = store.memo(("passive-plan", peer_section_or_none, _id_key(idcr)),
+                      lambda: _passive_plan(store, peer_section_or_none, idcr))
     matches: list[tuple[str, bool]] = []
+    for name, remote_id in plan:
+        if remote_id is not None:
+            if ids.ids_match(remote_id, idci):
+                matches.append((name, False))
+            continue
+        if ids.id_is_host(idci):
+            matches.append((name, True))
+    return tuple(matches)
+
+
+def _passive_plan(store: Store, peer_section_or_none: str | None, idcr: IdPayload
+                  ) -> tuple[tuple[str, IdPayload | None], ...]:
+    """The passive connections whose ISAKMP-peer and Local-ID fit, in order, each
+    with its Remote-ID (None: it has none)."""
+    plan: list[tuple[str, IdPayload | None]] = []
     for name in _passive_candidates(store):
         if not store.has(name):
             continue
@@ -1713,12 +1751,5 @@ def _passive_matches(store: Store, peer_section_or_none: str | None, idci: IdPay
             continue
         if not ids.ids_match(local_id, idcr):
             continue
-        if remote_id is not None:
-            if ids.ids_match(remote_id, idci):
-                matches.append((name, False))
-            continue
-        network = ids.id_network(idci)
-        if network is None or network.prefixlen != network.max_prefixlen:
-            continue
-        matches.append((name, True))
-    return tuple(matches)
+        plan.append((name, remote_id))
+    return tuple(plan)

@@ -471,8 +471,9 @@ class QuickMode(Exchange):
         if received is not None:
             self.idci, self.idcr = received
         nat = self.sa.nat.detected
+        store = self.engine.store           # (not the property: a call each time)
         connection = policy.find_passive_connection(
-            self.store, self.sa.name, self.idci, self.idcr, self.sa.local[0],
+            store, self.sa.name, self.idci, self.idcr, self.sa.local[0],
             self.sa.remote[0], nat_t=nat)
         if connection is None:
             wanted = (f"{ids.id_string(self.idci)} -> {ids.id_string(self.idcr)}"
@@ -484,13 +485,13 @@ class QuickMode(Exchange):
         self.connection = connection
         try:
             self.reply_sa, self.suite = policy.quick_mode_select(
-                self.store, connection, offered, self._spi_for, self.peer, nat)
+                store, connection, offered, self._spi_for, self.sa.remote[0], nat)
         except policy.NegotiationError as error:
             raise self._refuse(error) from None
         self.pfs_group = self.suite.pfs_group
         self._pfs_secret(message, self.pfs_group)
         self._take_nat_oa(message)
-        if self._udp_transport():
+        if nat and self._udp_transport():
             if self.nat_oa_received is None:
                 self.engine.log.info("{exchange}: transport mode through a NAT but the "
                                      "initiator sent no NAT-OA", exchange=self.describe())
@@ -558,9 +559,9 @@ class QuickMode(Exchange):
     def _selectors(self) -> tuple[IdPayload, IdPayload]:
         """(local, remote) traffic selectors: the IDs, else the SA's addresses."""
         local_ip, remote_ip = self.sa.local[0], self.sa.remote[0]
-        transport = all(natt.plain_mode(c.encapsulation) == _TRANSPORT
-                        for c in self.suite.protocols)
-        if self.idci is None or self.idcr is None or (transport and self.sa.nat.detected):
+        # Transport mode is looked at only through a NAT, where it matters.
+        if self.idci is None or self.idcr is None or (self.sa.nat.detected and all(
+                natt.plain_mode(c.encapsulation) == _TRANSPORT for c in self.suite.protocols)):
             local_id = IdPayload.from_address(local_ip)
             remote_id = IdPayload.from_address(remote_ip)
             if self.idci is not None and self.idcr is not None:
@@ -580,6 +581,7 @@ class QuickMode(Exchange):
         record holds is taken out again.
         """
         kernel = self.engine.kernel
+        store = self.engine.store       # (not the property: a call each time)
         early = self._early
         if early is None:
             ipsec, inbound, self._outbound = self._build()
@@ -593,14 +595,14 @@ class QuickMode(Exchange):
             if inbound_only:
                 return ipsec
             if self._ondemand is None and not (self.engine.acquire_only
-                                               or self.store.has("General", "Acquire-Only")):
+                                               or store.has("General", "Acquire-Only")):
                 for flow in self._flows(ipsec.local_id, ipsec.remote_id, ipsec.reqid):
                     kernel.add_flow(flow)
                     ipsec.flows.append(flow)
         except (KernelError, CryptoError, ids.IdError):
             self._undo(ipsec)
             raise
-        ipsec.stay_alive = ipsec.name.lower() in _configured_connections(self.store)
+        ipsec.stay_alive = ipsec.name.lower() in _configured_connections(store)
         return ipsec
 
     def _build(self) -> tuple[IpsecSA, list[KernelSA], list[KernelSA]]:
@@ -620,10 +622,16 @@ class QuickMode(Exchange):
         ondemand = self._ondemand = self.engine.ondemand.install_hints(self.connection)
         reqid = self.engine.kernel.new_reqid() if ondemand is None else ondemand[0]
         ipsec = IpsecSA(self.connection or "?", self.sa, local, remote, self.initiator,
-                        self.engine.now(), suite=self.suite, reqid=reqid,
-                        local_id=local_sel, remote_id=remote_sel,
-                        started_seq=self.started_seq, nonces=(self.ni_b, self.nr_b),
-                        nat_oa=self.nat_oa_received if self._udp_transport() else None)
+                        self.engine.now())
+        # Set here rather than passed by keyword: each keyword of a dataclass
+        # __init__ is a search through its 26 parameter names.
+        ipsec.suite = self.suite
+        ipsec.reqid = reqid
+        ipsec.local_id, ipsec.remote_id = local_sel, remote_sel
+        ipsec.started_seq = self.started_seq
+        ipsec.nonces = (self.ni_b, self.nr_b)
+        if nat and self._udp_transport():
+            ipsec.nat_oa = self.nat_oa_received
         inbound_sas: list[KernelSA] = []
         outbound_sas: list[KernelSA] = []
         pairs: list[SpiPair] = []
@@ -664,11 +672,13 @@ class QuickMode(Exchange):
                     (inbound, remote[0], local[0], in_encap, None, inbound_sas),
                     (outbound, local[0], remote[0], out_encap,
                      ondemand[1] if ondemand is not None else None, outbound_sas)):
+                # Every field by position (keywords cost a search each): lifetimes,
+                # replay window, encap, acquire_seq.
                 into.append(KernelSA(
                     protocol, sa_keys.spi, src, dst, mode, transform,
                     sa_keys.enc_key, auth, sa_keys.auth_key, reqid,
-                    life_seconds=choice.life_seconds, life_kilobytes=choice.life_kilobytes,
-                    replay_window=choice.replay_window, encap=encap, acquire_seq=seq))
+                    choice.life_seconds, choice.life_kilobytes, choice.replay_window,
+                    encap, seq))
             pairs.append(SpiPair(protocol, bytes(choice.our_spi), bytes(choice.peer_spi)))
             ipsec.life_seconds = choice.life_seconds
             ipsec.life_kilobytes = choice.life_kilobytes
@@ -704,30 +714,34 @@ class QuickMode(Exchange):
     def _flows(self, local_sel: IdPayload, remote_sel: IdPayload,
                reqid: int) -> list[KernelFlow]:
         choices = self.suite.protocols
-        outer = next((c for c in choices if c.protocol == _ESP), choices[0])
-        if outer.protocol == ProtocolId.IPCOMP and len(choices) > 1:
-            outer = choices[1]                  # IPCOMP + AH: AH inside IPComp
-        compressed = outer.protocol != ProtocolId.IPCOMP and any(
-            c.protocol == ProtocolId.IPCOMP for c in choices)
+        if len(choices) == 1:       # one protocol (ESP alone, usually): no bundle order
+            outer, compressed = choices[0], False
+        else:
+            outer = next((c for c in choices if c.protocol == _ESP), choices[0])
+            if outer.protocol == ProtocolId.IPCOMP:
+                outer = choices[1]                  # IPCOMP + AH: AH inside IPComp
+            compressed = outer.protocol != ProtocolId.IPCOMP and any(
+                c.protocol == ProtocolId.IPCOMP for c in choices)
         mode = natt.plain_mode(outer.encapsulation)
         tunnel = mode == _TUNNEL
         local_ip, remote_ip = self.sa.local[0], self.sa.remote[0]
         local_net, remote_net = ids.id_selector(local_sel), ids.id_selector(remote_sel)
         proto = local_sel.protocol or remote_sel.protocol
-        common = {"protocol": proto, "protocol_sa": member(ProtocolId, outer.protocol), "mode": mode,
-                  "reqid": reqid}
-        if compressed:
-            common["ipcomp"] = True
-        flows = [KernelFlow(local_net, remote_net, src_port=local_sel.port,
-                            dst_port=remote_sel.port, direction="out",
-                            tunnel_src=local_ip if tunnel else None,
-                            tunnel_dst=remote_ip if tunnel else None, **common)]
-        directions = ("in", "fwd") if tunnel else ("in",)
-        for direction in directions:
-            flows.append(KernelFlow(remote_net, local_net, src_port=remote_sel.port,
-                                    dst_port=local_sel.port, direction=direction,
+        protocol_sa = member(ProtocolId, outer.protocol)
+        local_port, remote_port = local_sel.port, remote_sel.port
+        # Keywords spelt out, not a shared dict: ** costs a dict per flow.
+        flows = [KernelFlow(local_net, remote_net, protocol=proto, src_port=local_port,
+                            dst_port=remote_port, direction="out", protocol_sa=protocol_sa,
+                            mode=mode, tunnel_src=local_ip if tunnel else None,
+                            tunnel_dst=remote_ip if tunnel else None, reqid=reqid,
+                            ipcomp=compressed)]
+        for direction in (("in", "fwd") if tunnel else ("in",)):
+            flows.append(KernelFlow(remote_net, local_net, protocol=proto,
+                                    src_port=remote_port, dst_port=local_port,
+                                    direction=direction, protocol_sa=protocol_sa, mode=mode,
                                     tunnel_src=remote_ip if tunnel else None,
-                                    tunnel_dst=local_ip if tunnel else None, **common))
+                                    tunnel_dst=local_ip if tunnel else None, reqid=reqid,
+                                    ipcomp=compressed))
         return flows
 
 
