@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import cast
 
 import gmpy2
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -306,12 +307,23 @@ _LIBRARY_CURVES: dict[str, type[ec.EllipticCurve]] = {
 }
 
 
+# Read once: an enum class's attribute costs a Python-level call in 3.11. ECDH
+# holds nothing, so one serves every exchange.
+_X962 = Encoding.X962
+_UNCOMPRESSED_POINT = PublicFormat.UncompressedPoint
+_ECDH = ec.ECDH()
+
+
 class _LibraryEcpGroup(_EcpGroup):
     implementation = "cryptography ECDH"
 
     def __init__(self, number: int, curve: Curve) -> None:
         super().__init__(number, curve)
         self._ec_curve = _LIBRARY_CURVES[curve.name]()
+        # The last KE data check_public passed and OpenSSL's point for it: the
+        # phase 1 responder checks the peer's value in MM3 and agrees on it right
+        # after, while building MM4. Public values only.
+        self._checked: tuple[bytes, ec.EllipticCurvePublicKey] | None = None
 
     def generate(self, rng: RandomSource) -> DHKeyPair:
         if type(rng) is SystemRandom:
@@ -325,23 +337,37 @@ class _LibraryEcpGroup(_EcpGroup):
 
     def _pair(self, key: ec.EllipticCurvePrivateKey) -> DHKeyPair:
         # SEC 1 uncompressed point: 0x04 ‖ X ‖ Y, each padded to the field length.
-        point = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        point = key.public_key().public_bytes(_X962, _UNCOMPRESSED_POINT)
         return DHKeyPair(self, point[1:], key)
 
-    def _agree(self, secret: object, peer_ke: bytes) -> bytes:
-        assert isinstance(secret, ec.EllipticCurvePrivateKey)
+    def check_public(self, peer_ke: bytes) -> None:
+        # OpenSSL's check (below) costs less than _parse's Python arithmetic, and
+        # its point serves the _agree that follows.
+        peer_ke = bytes(peer_ke)
+        self._checked = (peer_ke, self._load(peer_ke))
+
+    def _load(self, peer_ke: bytes) -> ec.EllipticCurvePublicKey:
         try:
             # OpenSSL validates the uncompressed point itself (length, coordinates
-            # below p, on the curve), so a valid value is not parsed twice: the
-            # phase 1 responder has already run check_public on it.
-            peer = ec.EllipticCurvePublicKey.from_encoded_point(
+            # below p, on the curve); _parse's checks only word a refusal.
+            return ec.EllipticCurvePublicKey.from_encoded_point(
                 self._ec_curve, b"\x04" + peer_ke)
         except ValueError:
             self._parse(peer_ke)            # raises, saying what is wrong
             raise InvalidPublicValueError(  # pragma: no cover - _parse refuses first
                 self, "point rejected by OpenSSL", NotifyType.INVALID_KEY_INFORMATION) from None
+
+    def _agree(self, secret: object, peer_ke: bytes) -> bytes:
+        # The key _pair made; cast, not an isinstance through the ABC, which costs
+        # about as much as the rest of this method's Python.
+        key = cast("ec.EllipticCurvePrivateKey", secret)
+        checked = self._checked
+        if checked is not None and checked[0] == peer_ke:
+            peer = checked[1]               # checked by check_public just before
+        else:
+            peer = self._load(peer_ke)
         # OpenSSL's ECDH output is the x-coordinate, padded to the field length.
-        return secret.exchange(ec.ECDH(), peer).rjust(self.curve.field_bytes, b"\0")
+        return key.exchange(_ECDH, peer).rjust(self.curve.field_bytes, b"\0")
 
 
 # --- ECP in this module: brainpoolP224r1 ----------------------------------------

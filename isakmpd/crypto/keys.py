@@ -282,8 +282,10 @@ class IvChain:
     def phase1(cls, hash_alg: int, g_xi: bytes, g_xr: bytes, block_size: int) -> IvChain:
         """The chain of a phase 1 exchange, at its first encrypted message."""
         # _truncate gave exactly block_size bytes: no __post_init__ check needed.
-        return _chain(HashAlgorithm(hash_alg), block_size,
-                      phase1_iv(hash_alg, g_xi, g_xr, block_size))
+        # A member (as Phase1Keys.hash_algorithm) is taken as it is: an enum call
+        # costs a few Python-level calls.
+        alg = hash_alg if hash_alg.__class__ is HashAlgorithm else HashAlgorithm(hash_alg)
+        return _chain(alg, block_size, phase1_iv(hash_alg, g_xi, g_xr, block_size))
 
     def iv_for_message_id(self, message_id: int | bytes) -> IvChain:
         """The chain of the phase 2 exchange ``message_id``, from this (phase 1) IV."""

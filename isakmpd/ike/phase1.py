@@ -30,6 +30,7 @@ SA is ready.
 from __future__ import annotations
 
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any, ClassVar
 
 from isakmpd.crypto import dh
@@ -82,6 +83,7 @@ _ID = PayloadType.ID
 _HASH = PayloadType.HASH
 _NOTIFY = PayloadType.NOTIFY
 _INITIAL_CONTACT = NotifyType.INITIAL_CONTACT
+_ISAKMP = ProtocolId.ISAKMP
 _PRE_SHARED = AuthMethod.PRE_SHARED
 _AGGRESSIVE = ExchangeType.AGGRESSIVE
 _ID_PROT = ExchangeType.ID_PROT
@@ -95,8 +97,23 @@ _OUR_VIDS = {nat_t: tuple(VendorPayload(v) for v in (VID_OPENBSD,
                                                       *(NAT_T_VIDS if nat_t else ()),
                                                       VID_DPD))
              for nat_t in (False, True)}
-# The NAT-T capability of a peer's VID list: peers of one kind send the same list.
-_capability = lru_cache(maxsize=64)(natt.peer_capabilities)
+_DATA = attrgetter("data")
+
+
+# Peers of one kind send the same VIDs, so what a list of them means is looked up
+# (bounded), not worked out per message.
+@lru_cache(maxsize=64)
+def _peer_vid_facts(have: tuple[bytes, ...], received: tuple[bytes, ...],
+                    ) -> tuple[tuple[bytes, ...], bool, natt.NatTCapability]:
+    """The peer's distinct VIDs once ``received`` joins ``have`` (in the order
+    received, one shared copy of the well-known ones), whether ``received`` has
+    OpenBSD's, and the NAT-T capability of the whole list."""
+    vids = list(have)
+    for data in received:
+        if data not in vids:
+            vids.append(_KNOWN_VIDS.get(data, data))
+    merged = tuple(vids)
+    return merged, VID_OPENBSD in received, natt.peer_capabilities(merged)
 
 
 class Phase1(Exchange):
@@ -104,21 +121,24 @@ class Phase1(Exchange):
 
     PHASE: ClassVar[int] = 1
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.offer: SaPayload | None = None       # initiator: our SA payload
-        self.sai_b = b""                          # the initiator's SA body
-        self.dh_pair: dh.DHKeyPair | None = None
-        self.g_xi = b""
-        self.g_xr = b""
-        self.ni_b = b""
-        self.nr_b = b""
-        self.our_id: IdPayload | None = None
-        self.peer_id: IdPayload | None = None
-        # prf(SKEYID, ·) keyed once, for HASH_I and HASH_R; only while the exchange runs.
-        self._skeyid_prf: _prf.KeyedPrf | None = None
-        # NAT-D hash by address: the two we send are the two we check (RFC 3947 §3.2).
-        self._nat_d: dict[Address, bytes] = {}
+    # What the steps fill in, starting from these class-level values (immutable), so
+    # a new exchange needs no __init__ of its own (one for each new peer's MM1).
+    offer: SaPayload | None = None                # initiator: our SA payload
+    sai_b = b""                                   # the initiator's SA body
+    dh_pair: dh.DHKeyPair | None = None
+    g_xi = b""
+    g_xr = b""
+    ni_b = b""
+    nr_b = b""
+    our_id: IdPayload | None = None
+    peer_id: IdPayload | None = None
+    # prf(SKEYID, ·) keyed once, for HASH_I and HASH_R; only while the exchange runs.
+    _skeyid_prf: _prf.KeyedPrf | None = None
+    # NAT-D hash by address: the two we send are the two we check (RFC 3947 §3.2);
+    # made by the first NAT-D hash.
+    _nat_d: dict[Address, bytes] | None = None
+    # The reply SA the responder chose in its first step.
+    _reply_sa: SaPayload | None = None
 
     @property
     def store(self) -> Any:
@@ -199,19 +219,14 @@ class Phase1(Exchange):
         return _OUR_VIDS[bool(self.engine.nat_t)]
 
     def take_vendor_ids(self, message: Message) -> None:
-        vids = list(self.sa.peer_vids)
-        for payload in message.find(_VENDOR):
-            data = bytes(payload.data)
-            if data not in vids:
-                # One shared copy of the well-known ones: every SA keeps its peer's.
-                vids.append(_KNOWN_VIDS.get(data, data))
-            if data == VID_OPENBSD:
-                self.sa.openbsd_peer = True
-        self.sa.peer_vids = tuple(vids)
-        capability = _capability(self.sa.peer_vids)
+        sa = self.sa
+        sa.peer_vids, openbsd, capability = _peer_vid_facts(
+            sa.peer_vids, tuple(map(bytes, map(_DATA, message.find(_VENDOR)))))
+        if openbsd:
+            sa.openbsd_peer = True
         if self.engine.nat_t and capability.nat_t:
-            self.sa.nat.peer_capable = True
-            self.sa.nat.rfc = capability.use_rfc
+            sa.nat.peer_capable = True
+            sa.nat.rfc = capability.use_rfc
 
     def nat_d_payloads(self) -> list[Payload]:
         """NAT-D of the peer's address, then of ours (RFC 3947 §3.2)."""
@@ -225,21 +240,27 @@ class Phase1(Exchange):
 
     def _nat_d_hash(self, address: Address) -> bytes:
         """natt.nat_d_hash of ``address`` with this SA's hash and cookies, once."""
-        digest = self._nat_d.get(address)
+        known = self._nat_d
+        if known is None:
+            known = self._nat_d = {}
+        digest = known.get(address)
         if digest is None:
             sa = self.sa
-            digest = self._nat_d[address] = natt.nat_d_hash(sa.suite.hash, sa.icookie,
-                                                            sa.rcookie, *address)
+            digest = known[address] = natt.nat_d_hash(sa.suite.hash, sa.icookie,
+                                                      sa.rcookie, *address)
         return digest
 
     def check_nat_d(self, message: Message, local: Address, remote: Address) -> None:
         """Compare received NAT-D with the addresses this message travelled between."""
         nat = self.sa.nat
-        received = [p for p in message.payloads if isinstance(p, NatDPayload)]
-        if not nat.peer_capable or not received:
+        if not nat.peer_capable:
             return
-        nat.we_are_behind, nat.peer_is_behind = natt.nat_d_verdict(
-            self._nat_d_hash(local), self._nat_d_hash(remote), received)
+        received = [p.data for p in message.payloads if p.__class__ is NatDPayload]
+        if not received:
+            return
+        # natt.nat_d_verdict, on the hashes just taken from the payloads.
+        nat.we_are_behind = self._nat_d_hash(local) not in received
+        nat.peer_is_behind = self._nat_d_hash(remote) not in received
         if nat.detected:
             where = "we are" if nat.we_are_behind else "the peer is"
             if nat.we_are_behind and nat.peer_is_behind:
@@ -320,7 +341,7 @@ class Phase1(Exchange):
                                 f"{self.describe()}: {error}") from None
         self.sa.keys = keys
         block = cipher_spec(suite.encryption).block_size
-        self.sa.iv = IvChain.phase1(suite.hash, self.g_xi, self.g_xr, block)
+        self.sa.iv = IvChain.phase1(keys.hash_algorithm, self.g_xi, self.g_xr, block)
 
     # -- IDs and HASH_I / HASH_R -------------------------------------------------------
 
@@ -375,7 +396,7 @@ class Phase1(Exchange):
         if self.peer in self.engine.contacted:
             return []
         self.engine.contacted.add(self.peer)
-        return [NotifyPayload(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP, self.sa.cookies)]
+        return [NotifyPayload(_INITIAL_CONTACT, _ISAKMP, self.sa.cookies)]
 
     def take_initial_contact(self, message: Message, *, allowed: bool) -> None:
         for note in message.find(_NOTIFY):
@@ -433,10 +454,6 @@ class MainMode(Phase1):
     }
     ENCRYPTED = frozenset({"send_mm5", "recv_mm5", "send_mm6", "recv_mm6"})
     UNTIMED = frozenset({"send_mm2"})
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._reply_sa: SaPayload | None = None
 
     # initiator
     def send_mm1(self) -> list[Payload]:
@@ -519,10 +536,6 @@ class AggressiveMode(Phase1):
     }
     ENCRYPTED = frozenset({"send_am3", "recv_am3"})
     UNTIMED = frozenset({"send_am2"})
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._reply_sa: SaPayload | None = None
 
     def _offer_group(self, offer: SaPayload) -> int:
         """The one DH group every transform of the offer uses (inventory §4.3)."""

@@ -48,6 +48,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from isakmpd.config.store import Store
 from isakmpd.config.validate import (
@@ -339,6 +340,9 @@ def _read_lives(transform: TransformPayload, type_attr: int, duration_attr: int
 
 # --- phase 1 ---------------------------------------------------------------------------
 
+# Read once: an enum class's attribute costs a Python-level call in 3.11.
+_ISAKMP = ProtocolId.ISAKMP
+
 
 @dataclass(frozen=True, slots=True)
 class Phase1Suite:
@@ -364,11 +368,19 @@ class Phase1Suite:
 
     def describe(self) -> str:
         """E.g. ``AES-256/SHA2_256/MODP_2048/PRE_SHARED``."""
-        key = str(self.key_length) if self.key_length is not None else None
-        cipher = _short_cipher(_CIPHER_SHORT, EncryptionAlgorithm, self.encryption, key)
-        return (f"{cipher}/{HashAlgorithm.describe(self.hash)}/"
-                f"{GroupDescription.describe(self.group)}/"
-                f"{AuthMethod.describe(self.auth_method)}")
+        # Every SA's "established" line names its suite, and a gateway has few.
+        return _phase1_suite_text(self.encryption, self.key_length, self.hash, self.group,
+                                  self.auth_method)
+
+
+@lru_cache(maxsize=64)
+def _phase1_suite_text(encryption: int, key_length: int | None, hash_alg: int, group: int,
+                       auth_method: int) -> str:
+    key = str(key_length) if key_length is not None else None
+    cipher = _short_cipher(_CIPHER_SHORT, EncryptionAlgorithm, encryption, key)
+    return (f"{cipher}/{HashAlgorithm.describe(hash_alg)}/"
+            f"{GroupDescription.describe(group)}/"
+            f"{AuthMethod.describe(auth_method)}")
 
 
 @dataclass
@@ -693,7 +705,7 @@ def phase1_select(store: Store, peer_section: str, offered: SaPayload, peer: str
                                f"peer {peer} sent {len(offered.proposals)} phase 1 "
                                "proposals; exactly one is allowed")
     proposal = offered.proposals[0]
-    if proposal.protocol_id != ProtocolId.ISAKMP:
+    if proposal.protocol_id != _ISAKMP:
         raise NegotiationError(_NOTIFY, f"peer {peer} offered protocol "
                                f"{ProtocolId.describe(proposal.protocol_id)} in phase 1, "
                                "not ISAKMP")
@@ -834,14 +846,21 @@ def pre_shared_key(store: Store, peer_section: str, remote_id: IdPayload | None
     ``Authentication`` of the section named by it (``[198.51.100.1]``,
     ``[host.example]``, ``[user@host.example]``). ``0x…`` values are hexadecimal.
     """
-    text = store.get_str(peer_section, "Authentication")
-    if text is not None and text.strip():
-        return _decode_key(text, f"[{peer_section}]")
-    if remote_id is None:
-        return None
+    # The peer section's key is needed at every phase 1: remembered until the
+    # configuration changes (not the one of a section the peer's ID names: the peer
+    # chooses that name).
+    key = store.memo(("psk", peer_section.lower()),
+                     lambda: _section_psk(store, peer_section))
+    if key is not None or remote_id is None:
+        return key
     section = ids.psk_section_name(remote_id)
     if section is None:
         return None
+    return _section_psk(store, section)
+
+
+def _section_psk(store: Store, section: str) -> bytes | None:
+    """The ``Authentication`` of ``section`` as a key, or None when it has none."""
     text = store.get_str(section, "Authentication")
     if text is not None and text.strip():
         return _decode_key(text, f"[{section}]")
@@ -878,17 +897,26 @@ def _phase1_id_section(store: Store, section: str) -> IdPayload:
 def phase1_local_id(store: Store, peer_section: str, local_ip: str) -> IdPayload:
     """Our phase 1 ID: the peer section's ``ID`` (or [General] Default-phase-1-ID)
     section, else our address as IPV4_ADDR/IPV6_ADDR (inventory §5.3)."""
-    section = _get(store, peer_section, "ID") or _get(store, "General", "Default-phase-1-ID")
+    # Read at every phase 1: remembered until the configuration changes.
+    section = store.memo(("p1-local-id", peer_section.lower()),
+                         lambda: _get(store, peer_section, "ID")
+                         or _get(store, "General", "Default-phase-1-ID"))
     if section:
         return _phase1_id_section(store, section)
-    return IdPayload.from_address(local_ip)
+    return _address_id(local_ip)
+
+
+# Our own addresses are few; like _section_id's, the payload is never changed.
+_address_id = lru_cache(maxsize=64)(IdPayload.from_address)
 
 
 def check_remote_id(store: Store, peer_section: str, received: IdPayload) -> None:
     """Enforce the peer section's ``Remote-ID`` (inventory §2.4): the received ID must
     be that ID (protocol and port are not compared in phase 1). No Remote-ID: no check.
     Raises :class:`NegotiationError` (INVALID_ID_INFORMATION)."""
-    section = _get(store, peer_section, "Remote-ID")
+    # Read at every phase 1: remembered until the configuration changes.
+    section = store.memo(("p1-remote-id", peer_section.lower()),
+                         lambda: _get(store, peer_section, "Remote-ID"))
     if not section:
         return
     expected = _phase1_id_section(store, section)

@@ -54,6 +54,11 @@ class SaState(enum.Enum):
     DEAD = "dead"
 
 
+# Read once: an enum class's attribute costs a Python-level call in 3.11, and
+# ``ready`` is asked for every message.
+_READY = SaState.READY
+
+
 class _Timed:
     """Expiry timers of an SA (IDelayedCalls by purpose), cancelled when it goes."""
 
@@ -134,7 +139,7 @@ class IsakmpSA(_Timed):
 
     @property
     def ready(self) -> bool:
-        return self.state is SaState.READY
+        return self.state is _READY
 
     @property
     def peer_ip(self) -> str:
@@ -176,9 +181,10 @@ class IsakmpSA(_Timed):
     def describe(self) -> str:
         role = "initiator" if self.initiator else "responder"
         suite = self.suite.describe() if self.suite is not None else "no suite yet"
+        # (_value_: the member's value without the two Python-level calls of .value)
         return (f"ISAKMP SA {self.name} {self.icookie.hex()}:{self.rcookie.hex()} "
                 f"{self.local[0]}:{self.local[1]} <-> {self.remote[0]}:{self.remote[1]} "
-                f"{role} {self.state.value} {suite}")
+                f"{role} {self.state._value_} {suite}")
 
     def __repr__(self) -> str:
         return f"<{self.describe()}>"
@@ -236,7 +242,7 @@ class IpsecSA(_Timed):
 
     @property
     def ready(self) -> bool:
-        return self.state is SaState.READY
+        return self.state is _READY
 
     @property
     def peer_original_address(self) -> str | None:
@@ -269,7 +275,7 @@ class IpsecSA(_Timed):
                          for p in self.spis)
         suite = self.suite.describe() if self.suite is not None else "no suite yet"
         return (f"IPsec SA {self.name} {self.local[0]} <-> {self.remote[0]} "
-                f"{self.state.value} {suite} [{spis}] reqid {self.reqid}")
+                f"{self.state._value_} {suite} [{spis}] reqid {self.reqid}")
 
     def __repr__(self) -> str:
         return f"<{self.describe()}>"
