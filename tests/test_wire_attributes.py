@@ -8,8 +8,10 @@ from isakmpd.wire import constants as c
 from isakmpd.wire.attributes import (
     Attribute,
     decode_attributes,
+    decode_tv_attributes,
     encode_attributes,
     enum_or_int,
+    tv_names,
 )
 from isakmpd.wire.errors import DecodeError
 
@@ -89,6 +91,26 @@ class DecodeTests(SynchronousTestCase):
         with self.assertRaises(DecodeError):
             Attribute(1, bytes(9)).as_int()
         self.assertEqual(Attribute(1, bytes(8)).as_int(), 0)
+
+    def test_tv_fast_path_agrees_or_declines(self) -> None:
+        # decode_tv_attributes gives decode_attributes' result for an all-TV list
+        # (types, values, offsets, named or not) and None for anything else, so
+        # that the general decoder, with its errors, handles that.
+        names = tv_names(c.IkeAttr)
+        tv = bytes.fromhex("80010007" "800e0080" "ff000001" "800c0e10")
+        for body in (b"", tv, tv[:4]):
+            data = b"\xaa\xbb\xcc\xdd" + body
+            fast = decode_tv_attributes(data, 4, 20, names)
+            slow = decode_attributes(body, 24, types=c.IkeAttr)
+            self.assertIsNotNone(fast)
+            self.assertEqual([(a.type, type(a.type), a.value, a.offset) for a in fast],
+                             [(a.type, type(a.type), a.value, a.offset) for a in slow])
+        for declined in (tv + bytes.fromhex("000c0004000151"),     # TLV (overrunning)
+                         bytes.fromhex("000c000400015180") + tv,   # TLV first
+                         tv[:6],                                   # truncated
+                         tv * 9):                                  # long list
+            self.assertIsNone(decode_tv_attributes(declined, 0, 0, names))
+        self.assertEqual(len(decode_attributes(tv * 9)), 36)
 
     def test_enum_or_int(self) -> None:
         self.assertIs(enum_or_int(c.HashAlgorithm, 2), c.HashAlgorithm.SHA)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from isakmpd.wire.constants import NotifyType, value_map
@@ -137,6 +138,61 @@ def _decoded(attr_type: int, value: int | bytes, offset: int) -> Attribute:
     fields["value"] = value
     fields["offset"] = offset
     return attribute
+
+
+# Per size in bytes, the unpack_from of that many 16-bit words (the TV fast path);
+# sizes up to _TV_CACHE_LIMIT only, so a peer cannot make the table grow much.
+_WORDS: dict[int, Callable[[bytes, int], tuple[int, ...]]] = {}
+_TV_CACHE_LIMIT = 128
+
+
+def tv_names(types: type[enum.IntEnum]) -> dict[int, enum.IntEnum]:
+    """``types``' members by the first word of their TV form (AF bit set), for
+    :func:`decode_tv_attributes`: one lookup names the type and tells a known
+    TV attribute from anything else."""
+    return {AF_TV | int(member): member for member in value_map(types).values()}
+
+
+def decode_tv_attributes(data: bytes, pos: int, base_offset: int,
+                         names: Mapping[int, object]) -> list[Attribute] | None:
+    """The attributes in ``data[pos:]`` when every one of them is TV, else None.
+
+    The common case: transforms carry a handful of TV attributes. All their
+    words are unpacked by one call and no bounds check can fail; when anything
+    is not a well-formed TV list (a TLV, an odd size, a long list) this returns
+    None and the caller runs :func:`decode_attributes`, which decodes the
+    general case and raises its errors. ``base_offset`` is the offset of
+    ``data[0]``, ``names`` the :func:`tv_names` table of the attribute types.
+    """
+    size = len(data) - pos
+    if size & 3:
+        return None
+    unpack = _WORDS.get(size)
+    if unpack is None:
+        if size > _TV_CACHE_LIMIT:
+            return None
+        unpack = _WORDS[size] = struct.Struct(f"!{size // 2}H").unpack_from
+    attributes: list[Attribute] = []
+    append = attributes.append
+    at = base_offset + pos
+    get = names.get
+    new = _new
+    pairs = iter(unpack(data, pos))
+    for word, value in zip(pairs, pairs):
+        attr_type = get(word)
+        if attr_type is None:           # not a known type in TV form
+            if word < AF_TV:
+                return None             # a TLV: the general case after all
+            attr_type = word - AF_TV
+        # _decoded(...), without the call.
+        attribute = new(Attribute)
+        fields = attribute.__dict__
+        fields["type"] = attr_type
+        fields["value"] = value
+        fields["offset"] = at
+        append(attribute)
+        at += 4
+    return attributes
 
 
 def decode_attributes(data: bytes, base_offset: int = 0, *,

@@ -35,10 +35,13 @@ from isakmpd.wire.constants import (
 )
 from isakmpd.wire.errors import DecodeError
 from isakmpd.wire.payloads import (
+    DATA_PAYLOAD_CLASSES,
     TOP_LEVEL_DECODERS,
     TOP_LEVEL_TYPES,
+    NatDPayload,
     Payload,
     RawPayload,
+    encode_generic,
     payload_label,
 )
 
@@ -228,24 +231,31 @@ _ALLOWED_NEXT = frozenset({int(PayloadType.NONE), *(int(t) for t in TOP_LEVEL_TY
 
 
 _GENERIC = struct.Struct("!BBH")
+_unpack_generic = _GENERIC.unpack_from
+_pack_generic = _GENERIC.pack
 _DECODERS_GET = TOP_LEVEL_DECODERS.get
+_DATA_CLASSES_GET = DATA_PAYLOAD_CLASSES.get
 _decode_raw = RawPayload.decode_body
+_new_payload = object.__new__
+_NAT_D_DRAFT = int(PayloadType.NAT_D_DRAFT)
 
 
 def _walk(first_type: int, body: bytes, base_offset: int,
           allow_padding: bool) -> tuple[list[Payload], int]:
     payloads: list[Payload] = []
+    append = payloads.append
     pos = 0
     current = first_type
     if body.__class__ is not bytes:
         body = bytes(body)              # once: every slice below is then bytes
+    end = len(body)
     while current:                      # until NONE (0)
         at = base_offset + pos
-        left = len(body) - pos
+        left = end - pos
         if left < GENERIC_HEADER_SIZE:
             raise _fail(NotifyType.UNEQUAL_PAYLOAD_LENGTHS, at,
                         f"{payload_label(current)} payload header truncated: {left} bytes left")
-        next_type, reserved, length = _GENERIC.unpack_from(body, pos)
+        next_type, reserved, length = _unpack_generic(body, pos)
         if next_type not in _ALLOWED_NEXT:
             _check_top_level_type(next_type, at, f"{payload_label(current)} payload")
         if reserved:
@@ -260,16 +270,28 @@ def _walk(first_type: int, body: bytes, base_offset: int,
             raise _fail(NotifyType.UNEQUAL_PAYLOAD_LENGTHS, at + 2,
                         f"{payload_label(current)} payload length {length} runs past the "
                         f"end ({left} bytes left)")
-        # payloads.decode_payload_body, without its call: the decoder straight away.
-        decoder = _DECODERS_GET(current)
         chunk = body[pos + GENERIC_HEADER_SIZE:pos + length]
-        payloads.append(decoder(chunk, at) if decoder is not None
-                        else _decode_raw(chunk, at, current))
+        cls = _DATA_CLASSES_GET(current)
+        if cls is not None:
+            # KE, NONCE, HASH, VID, NAT-D (most payloads received): the body is the
+            # data, stored here rather than in _DataPayload.decode_body (one frame
+            # less per payload, some 15 per tunnel).
+            payload = _new_payload(cls)
+            payload.data = payload.raw = chunk
+            payload.offset = at
+            if cls is NatDPayload:
+                payload.draft = current == _NAT_D_DRAFT
+            append(payload)
+        else:
+            # payloads.decode_payload_body, without its call: the decoder straight away.
+            decoder = _DECODERS_GET(current)
+            append(decoder(chunk, at) if decoder is not None
+                   else _decode_raw(chunk, at, current))
         pos += length
         current = next_type
-    if pos != len(body) and not allow_padding:
+    if pos != end and not allow_padding:
         raise _fail(NotifyType.UNEQUAL_PAYLOAD_LENGTHS, base_offset + pos,
-                    f"{len(body) - pos} bytes follow the last payload")
+                    f"{end - pos} bytes follow the last payload")
     return payloads, pos
 
 
@@ -289,10 +311,19 @@ def encode_payload_chain(payloads: list[Payload] | tuple[Payload, ...]) -> tuple
     """``(type of the first payload, chained bytes)``; ``(NONE, b"")`` when empty."""
     # Last to first, each payload learning the type that follows it; a plain loop
     # (a comprehension makes a function object and a frame every time in 3.11).
+    # Each payload's generic header is packed here and joined with the bodies:
+    # payload.encode(next_type) would cost a frame and a copy of the body per
+    # payload (every message we send).
     next_type = _NONE
-    parts = []
+    parts: list[bytes] = []
+    append = parts.append
     for payload in payloads[::-1]:
-        parts.append(payload.encode(next_type))
+        body = payload.encode_body()
+        append(body)
+        try:
+            append(_pack_generic(next_type, 0, GENERIC_HEADER_SIZE + len(body)))
+        except struct.error:
+            encode_generic(next_type, body)     # raises, naming the field
         next_type = payload.payload_type
     parts.reverse()
     return next_type, b"".join(parts)

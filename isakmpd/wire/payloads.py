@@ -32,8 +32,10 @@ from isakmpd.wire import addresses
 from isakmpd.wire.attributes import (
     Attribute,
     decode_attributes,
+    decode_tv_attributes,
     encode_attributes,
     enum_or_int,
+    tv_names,
 )
 from isakmpd.wire.constants import (
     GENERIC_HEADER_SIZE,
@@ -84,6 +86,7 @@ __all__ = [
     "TransformPayload",
     "VendorPayload",
     "decode_payload_body",
+    "encode_generic",
     "format_id_data",
     "payload_label",
 ]
@@ -120,7 +123,10 @@ _ID_DATA_SIZES: dict[int, int] = {
 _PAYLOAD_TYPES = value_map(PayloadType)
 _ID_TYPES = value_map(IdType)
 _PROTOCOL_IDS = value_map(ProtocolId)
+_IKE_TV_NAMES = tv_names(IkeAttr)
+_IPSEC_TV_NAMES = tv_names(IpsecAttr)
 _DOIS = value_map(Doi)
+_NOTIFY_TYPES = value_map(NotifyType)
 # Per protocol, the value -> member table of its transform IDs.
 _TRANSFORM_ID_MAPS = {protocol: value_map(ids) for protocol, ids in _TRANSFORM_IDS.items()}
 _NO_NAMES: dict[object, enum.Enum] = {}
@@ -198,48 +204,56 @@ _TRANSFORMS_ONLY = frozenset({PayloadType.TRANSFORM})
 _PROPOSALS_ONLY = frozenset({PayloadType.PROPOSAL})
 
 
-def _walk_chain(data: bytes, base_offset: int, first_type: int, allowed: frozenset[int],
-                context: str) -> list[tuple[int, bytes, int]]:
+def _chain_fail(notify: NotifyType, offset: int, proposal: int | None,
+                message: str) -> NoReturn:
+    """_fail with ``message`` prefixed by the chain's name (see _walk_chain)."""
+    name = "SA" if proposal is None else f"proposal {proposal}"
+    _fail(notify, offset, f"{name}: {message}")
+
+
+def _walk_chain(data: bytes, pos: int, base_offset: int, first_type: int,
+                allowed: frozenset[int], proposal: int | None,
+                ) -> list[tuple[bytes, int]]:
     """Walk a nested payload chain (proposals in an SA, transforms in a proposal).
 
-    The chain must fill ``data`` exactly and contain only ``allowed`` types;
-    returns ``(type, body, offset of generic header)`` per element. Structural
+    The chain is ``data[pos:]`` (walked in place: no copy of the rest of the
+    body); ``base_offset`` is the datagram offset of ``data[0]``. The chain must
+    fill it exactly and contain only ``allowed`` types; returns ``(body, offset
+    of generic header)`` per element (all of the one allowed type). Structural
     faults are BAD_PROPOSAL_SYNTAX (RFC 2408 §5.4–5.6), a non-zero reserved byte
-    is PAYLOAD_MALFORMED as for every generic header.
+    is PAYLOAD_MALFORMED as for every generic header. Errors name the chain
+    ``SA``, or ``proposal N`` for the transforms of ``proposal`` number N (the
+    text is made only for an error: formatting it costs as much as a walk step).
     """
-    items: list[tuple[int, bytes, int]] = []
-    pos = 0
+    items: list[tuple[bytes, int]] = []
+    end = len(data)
     current = first_type
     while True:
         at = base_offset + pos
-        if len(data) - pos < GENERIC_HEADER_SIZE:
-            _fail(NotifyType.BAD_PROPOSAL_SYNTAX, at,
-                  f"{context}: {payload_label(current)} header truncated, "
-                  f"{len(data) - pos} bytes left")
+        if end - pos < GENERIC_HEADER_SIZE:
+            _chain_fail(NotifyType.BAD_PROPOSAL_SYNTAX, at, proposal,
+                        f"{payload_label(current)} header truncated, {end - pos} bytes left")
         next_type, reserved, length = _GENERIC.unpack_from(data, pos)
         if reserved:
-            _fail(NotifyType.PAYLOAD_MALFORMED, at + 1,
-                  f"{context}: {payload_label(current)} reserved byte is {reserved:#04x}, "
-                  "must be 0")
-        if length < GENERIC_HEADER_SIZE or pos + length > len(data):
-            _fail(NotifyType.BAD_PROPOSAL_SYNTAX, at + 2,
-                  f"{context}: {payload_label(current)} length {length} does not fit in "
-                  f"the {len(data) - pos} bytes left")
-        items.append((current, bytes(data[pos + GENERIC_HEADER_SIZE:pos + length]), at))
+            _chain_fail(NotifyType.PAYLOAD_MALFORMED, at + 1, proposal,
+                        f"{payload_label(current)} reserved byte is {reserved:#04x}, must be 0")
+        if length < GENERIC_HEADER_SIZE or pos + length > end:
+            _chain_fail(NotifyType.BAD_PROPOSAL_SYNTAX, at + 2, proposal,
+                        f"{payload_label(current)} length {length} does not fit in the "
+                        f"{end - pos} bytes left")
+        items.append((bytes(data[pos + GENERIC_HEADER_SIZE:pos + length]), at))
         pos += length
         if next_type == _NONE:
-            if pos != len(data):
-                _fail(NotifyType.BAD_PROPOSAL_SYNTAX, base_offset + pos,
-                      f"{context}: {len(data) - pos} bytes follow the last "
-                      f"{payload_label(current)}")
+            if pos != end:
+                _chain_fail(NotifyType.BAD_PROPOSAL_SYNTAX, base_offset + pos, proposal,
+                            f"{end - pos} bytes follow the last {payload_label(current)}")
             return items
         if next_type not in allowed:
-            _fail(NotifyType.BAD_PROPOSAL_SYNTAX, at,
-                  f"{context}: next payload {payload_label(next_type)} is not allowed here")
-        if pos == len(data):
-            _fail(NotifyType.BAD_PROPOSAL_SYNTAX, at,
-                  f"{context}: next payload {payload_label(next_type)} announced but the "
-                  "data ends")
+            _chain_fail(NotifyType.BAD_PROPOSAL_SYNTAX, at, proposal,
+                        f"next payload {payload_label(next_type)} is not allowed here")
+        if pos == end:
+            _chain_fail(NotifyType.BAD_PROPOSAL_SYNTAX, at, proposal,
+                        f"next payload {payload_label(next_type)} announced but the data ends")
         current = next_type
 
 
@@ -253,7 +267,11 @@ _U32X2 = struct.Struct("!II")
 _IBBH = struct.Struct("!IBBH")
 
 
-def _generic(next_type: int, body: bytes) -> bytes:
+def encode_generic(next_type: int, body: bytes) -> bytes:
+    """Generic header (RFC 2408 §3.2) and ``body``; ValueError naming what does not fit.
+
+    The encoders pack the header directly and call this only when the struct
+    refuses, to raise the error."""
     length = GENERIC_HEADER_SIZE + len(body)
     if length > 0xffff:
         raise ValueError(f"payload of {length} bytes exceeds the 16-bit length field")
@@ -327,7 +345,7 @@ class Payload:
         try:
             return _GENERIC.pack(next_type, 0, GENERIC_HEADER_SIZE + len(body)) + body
         except struct.error:
-            return _generic(next_type, body)        # raises, naming the field
+            return encode_generic(next_type, body)      # raises, naming the field
 
     def body_bytes(self) -> bytes:
         """The body as received when decoded, else as we would send it.
@@ -394,12 +412,18 @@ class TransformPayload(Payload):
             # isakmpd message_validate_transform: RESERVED2 must be zero.
             _fail(NotifyType.PAYLOAD_MALFORMED, start + 2,
                   f"transform {number}: reserved field is {reserved:#06x}, must be 0")
-        types = IkeAttr if protocol_id == _ISAKMP else IpsecAttr
-        # isakmpd reports attributes it cannot parse as ATTRIBUTES_NOT_SUPPORTED
-        # (message_validate_transform after attribute_map fails).
-        attributes = decode_attributes(
-            body[4:], start + 4, types=types, notify=_ATTRIBUTES_NOT_SUPPORTED,
-            context=f"transform {number}")
+        isakmp = protocol_id == _ISAKMP
+        # Nearly every transform's attributes are all TV: decoded by the fast path
+        # without a slice or the general loop's per-attribute checks; anything else
+        # goes the general way, which raises the errors. isakmpd reports attributes
+        # it cannot parse as ATTRIBUTES_NOT_SUPPORTED (message_validate_transform
+        # after attribute_map fails).
+        attributes = decode_tv_attributes(body, 4, start,
+                                          _IKE_TV_NAMES if isakmp else _IPSEC_TV_NAMES)
+        if attributes is None:
+            attributes = decode_attributes(
+                body[4:], start + 4, types=IkeAttr if isakmp else IpsecAttr,
+                notify=_ATTRIBUTES_NOT_SUPPORTED, context=f"transform {number}")
         transform_id = _TRANSFORM_ID_MAPS.get(protocol_id, _NO_NAMES).get(transform_id,
                                                                           transform_id)
         # cls(number, transform_id, attributes, raw=body, offset=offset), each slot
@@ -450,9 +474,18 @@ class ProposalPayload(Payload):
                               _check_u8(len(self.spi), "SPI size"), len(transforms))
         spi = self.spi
         parts = [head, spi if spi.__class__ is bytes else bytes(spi)]
+        append = parts.append
         last = len(transforms) - 1
         for i, transform in enumerate(transforms):
-            parts.append(transform.encode(_TRANSFORM if i < last else _NONE))
+            # transform.encode(next_type) without its frame, and the header joined
+            # with the rest rather than put in front of the body first.
+            body = transform.encode_body()
+            next_type = _TRANSFORM if i < last else _NONE
+            try:
+                append(_GENERIC.pack(next_type, 0, GENERIC_HEADER_SIZE + len(body)))
+            except struct.error:
+                encode_generic(next_type, body)     # raises, naming the field
+            append(body)
         return b"".join(parts)
 
     @classmethod
@@ -478,14 +511,13 @@ class ProposalPayload(Payload):
         if count == 0:
             _fail(NotifyType.BAD_PROPOSAL_SYNTAX, start + 3,
                   f"proposal {number} has no transforms")
-        items = _walk_chain(body[4 + spi_size:], start + 4 + spi_size, _TRANSFORM,
-                            _TRANSFORMS_ONLY, f"proposal {number}")
+        items = _walk_chain(body, 4 + spi_size, start, _TRANSFORM, _TRANSFORMS_ONLY, number)
         if len(items) != count:
             _fail(NotifyType.BAD_PROPOSAL_SYNTAX, start + 3,
                   f"proposal {number} announces {count} transforms but carries {len(items)}")
         transforms: list[TransformPayload] = []
-        for _type, tbody, toffset in items:
-            transform = TransformPayload.decode_body(tbody, toffset, protocol_id)
+        for tbody, toffset in items:
+            transform = _decode_transform(tbody, toffset, protocol_id)
             # isakmpd message_validate_transform: strictly increasing numbers.
             if transforms and transform.number <= transforms[-1].number:
                 _fail(NotifyType.BAD_PROPOSAL_SYNTAX, toffset + GENERIC_HEADER_SIZE,
@@ -505,6 +537,11 @@ class ProposalPayload(Payload):
         spi = f" spi {self.spi.hex()}" if self.spi else ""
         inner = " ".join(t.describe() for t in self.transforms)
         return f"P#{self.number} {_name(self.protocol_id)}{spi} [{inner}]"
+
+
+# Bound once: reading a classmethod through its class makes a bound method each time.
+_decode_transform = TransformPayload.decode_body
+_decode_proposal = ProposalPayload.decode_body
 
 
 @dataclass(slots=True)
@@ -536,10 +573,18 @@ class SaPayload(Payload):
             if situation is not None:
                 head += _U32.pack(_check_u32(situation, "situation"))
         parts = [head]
+        append = parts.append
         proposals = self.proposals
         last = len(proposals) - 1
         for i, proposal in enumerate(proposals):
-            parts.append(proposal.encode(_PROPOSAL if i < last else _NONE))
+            # proposal.encode(next_type) inline, as in ProposalPayload.encode_body.
+            body = proposal.encode_body()
+            next_type = _PROPOSAL if i < last else _NONE
+            try:
+                append(_GENERIC.pack(next_type, 0, GENERIC_HEADER_SIZE + len(body)))
+            except struct.error:
+                encode_generic(next_type, body)     # raises, naming the field
+            append(body)
         return b"".join(parts)
 
     @classmethod
@@ -565,11 +610,10 @@ class SaPayload(Payload):
             _fail(NotifyType.DOI_NOT_SUPPORTED, start, f"SA DOI {doi} is not supported")
         if pos == len(body):
             _fail(NotifyType.BAD_PROPOSAL_SYNTAX, start + pos, "SA payload has no proposals")
-        items = _walk_chain(body[pos:], start + pos, _PROPOSAL,
-                            _PROPOSALS_ONLY, "SA")
+        items = _walk_chain(body, pos, start, _PROPOSAL, _PROPOSALS_ONLY, None)
         proposals: list[ProposalPayload] = []
-        for _type, pbody, poffset in items:
-            proposal = ProposalPayload.decode_body(pbody, poffset)
+        for pbody, poffset in items:
+            proposal = _decode_proposal(pbody, poffset)
             # RFC 2408 §4.2 / isakmpd message_validate_proposal: proposal numbers
             # never decrease (equal numbers form one AND-ed protection suite).
             if proposals and proposal.number < proposals[-1].number:
@@ -599,7 +643,8 @@ class _DataPayload(Payload):
     data: bytes = b""
 
     def encode_body(self) -> bytes:
-        return bytes(self.data)
+        data = self.data
+        return data if data.__class__ is bytes else bytes(data)   # (bytes() is a call)
 
     def encode(self, next_type: int = PayloadType.NONE) -> bytes:
         """Generic header and the data: Payload.encode without the encode_body call
@@ -611,7 +656,7 @@ class _DataPayload(Payload):
         try:
             return _GENERIC.pack(next_type, 0, GENERIC_HEADER_SIZE + len(data)) + data
         except struct.error:
-            return _generic(next_type, data)        # raises, naming the field
+            return encode_generic(next_type, data)      # raises, naming the field
 
     @classmethod
     def decode_body(cls, body: bytes, offset: int) -> Self:
@@ -893,9 +938,18 @@ class NotifyPayload(Payload):
         if 8 + spi_size > len(body):
             _fail(NotifyType.PAYLOAD_MALFORMED, start + 5,
                   f"N: SPI size {spi_size} runs past the {len(body)}-byte body")
-        return cls(enum_or_int(NotifyType, notify_type), enum_or_int(ProtocolId, protocol_id),
-                   bytes(body[8:8 + spi_size]), bytes(body[8 + spi_size:]),
-                   member(Doi, doi), raw=body, offset=offset)
+        # cls(...) with each slot stored directly (see _DataPayload.decode_body) and
+        # the enums' tables read here (INITIAL_CONTACT comes with every tunnel).
+        # _check_doi_protocol let only the two DOIs through.
+        notify = _new_payload(cls)
+        notify.notify_type = _NOTIFY_TYPES.get(notify_type, notify_type)
+        notify.protocol_id = _PROTOCOL_IDS.get(protocol_id, protocol_id)
+        notify.spi = bytes(body[8:8 + spi_size])
+        notify.data = bytes(body[8 + spi_size:])
+        notify.doi = _DOIS[doi]
+        notify.raw = body
+        notify.offset = offset
+        return notify
 
     def describe(self) -> str:
         spi = f" spi {self.spi.hex()}" if self.spi else ""
@@ -1078,6 +1132,22 @@ TOP_LEVEL_DECODERS: dict[int, Callable[[bytes, int], Payload]] = {
     PayloadType.NAT_OA: lambda body, offset: NatOaPayload.decode_body(body, offset, False),
     PayloadType.NAT_OA_DRAFT: lambda body, offset: NatOaPayload.decode_body(body, offset,
                                                                             True),
+}
+
+
+# Top-level types whose body is one opaque byte string, by class: message's
+# payload walk makes these itself (``_DataPayload.decode_body`` without its frame,
+# since they are most of the payloads received), storing ``data``, ``raw`` and
+# ``offset`` (and NAT-D's ``draft``). A class whose decoding does more must not
+# be listed here.
+DATA_PAYLOAD_CLASSES: dict[int, type[Payload]] = {
+    PayloadType.KEY_EXCH: KeyExchangePayload,
+    PayloadType.HASH: HashPayload,
+    PayloadType.SIG: SignaturePayload,
+    PayloadType.NONCE: NoncePayload,
+    PayloadType.VENDOR: VendorPayload,
+    PayloadType.NAT_D: NatDPayload,
+    PayloadType.NAT_D_DRAFT: NatDPayload,
 }
 
 
