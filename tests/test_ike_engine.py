@@ -250,9 +250,29 @@ class RetransmissionTests(SynchronousTestCase):
         network.step()                  # MM2 to west: MM1's timer goes, MM3's starts
         calls = exchange_calls(network.clock)
         west_timers = [c for c in calls if c.func.__self__.engine is west.engine
-                       and c.func.__name__ == "_retransmit"]
+                       and c.func.__name__ == "_tick"]
         self.assertEqual(len(west_timers), 1)
         self.assertEqual(west_timers[0].getTime(), 7)
+
+    def test_responder_timer_woken_early_retransmits_on_time(self) -> None:
+        # East's one timer is set at its start for 7 s; its MM4, sent at 3 s, is
+        # due again at 10 s: the timer wakes at 7, sends nothing, and is set again.
+        network, west, east = make_pair()
+        box = collect(west.engine.initiate_phase1("peer"))
+        network.step()                  # MM1 to east at 0 s: MM2 queued
+        network.clock.advance(3)
+        network.step()                  # MM2 to west: MM3 queued
+        network.step()                  # MM3 to east at 3 s: MM4 queued
+        [mm4] = network.drop_next()
+        east_sent = len(east.sender.sent)
+        network.clock.advance(6.5)      # 9.5 s: west resends MM3 at 10 s only
+        self.assertEqual(len(east.sender.sent), east_sent)
+        self.assertEqual(network.queue, [])
+        network.clock.advance(0.5)
+        self.assertEqual([d.data for d in east.sender.sent[east_sent:]], [mm4.data])
+        network.run()
+        self.assertTrue(box[0].ready)
+        self.assertEqual(exchange_calls(network.clock), [])
 
     def test_duplicate_final_message_answered_by_resending_reply(self) -> None:
         network, west, east = make_pair()
@@ -589,7 +609,7 @@ class DeterminismTests(SynchronousTestCase):
         network, west, _east = make_pair()
         self.assertIsInstance(west.engine.clock, Clock)
         collect(west.engine.initiate_phase1("peer"))
-        self.assertEqual(len(exchange_calls(network.clock)), 2)   # retransmit + deadline
+        self.assertEqual(len(exchange_calls(network.clock)), 1)   # retransmit and deadline
         network.run()
         self.assertEqual(exchange_calls(network.clock), [])
 

@@ -214,7 +214,8 @@ class Phase1Cipher:
     a message uses. The object never shows its key (no key in ``repr``).
     """
 
-    __slots__ = ("_algorithm", "_block_decryptor", "_encryptor", "_last_block", "_spec")
+    __slots__ = ("_algorithm", "_cbc", "_decryptor", "_encryptor", "_last_block", "_spec",
+                 "block_size")
 
     def __init__(self, alg: int, key: bytes) -> None:
         spec = cipher_spec(alg)
@@ -223,18 +224,19 @@ class Phase1Cipher:
                 f"a {len(key) * 8}-bit key is not valid for {spec.algorithm.label} "
                 f"(allowed: {spec.allowed_bits()} bits)", "KEY_LENGTH", len(key) * 8)
         self._spec = spec
+        # A plain attribute, not a property: IvChain reads it for every message.
+        self.block_size = spec.block_size
         self._algorithm = spec.factory(bytes(key))
-        self._block_decryptor: CipherContext | None = None
+        # One CBC cipher object makes both contexts (see encrypt and decrypt); its
+        # IV is never used as such.
+        self._cbc: Cipher[modes.CBC] | None = None
+        self._decryptor: CipherContext | None = None
         self._encryptor: CipherContext | None = None
-        self._last_block = b""
+        self._last_block = bytes(spec.block_size)
 
     @property
     def algorithm(self) -> EncryptionAlgorithm:
         return self._spec.algorithm
-
-    @property
-    def block_size(self) -> int:
-        return self._spec.block_size
 
     @property
     def key_size(self) -> int:
@@ -253,25 +255,34 @@ class Phase1Cipher:
             raise CryptoError(f"{self._spec.algorithm.label} data must be a non-empty "
                               f"multiple of {bs} bytes, got {len(data)} bytes")
 
+    def _context(self, encrypt: bool) -> CipherContext:
+        """A CBC context of this key, made once per direction and kept open."""
+        cbc = self._cbc
+        if cbc is None:
+            cbc = self._cbc = Cipher(self._algorithm, modes.CBC(bytes(self.block_size)))
+        if encrypt:
+            context = self._encryptor = cbc.encryptor()
+        else:
+            context = self._decryptor = cbc.decryptor()
+        return context
+
     def encrypt(self, iv: bytes, plaintext: bytes) -> bytes:
         """CBC-encrypt block-aligned ``plaintext`` (pad it with :func:`zero_pad`)."""
-        bs = self._spec.block_size
+        bs = self.block_size
         if len(iv) != bs or not plaintext or len(plaintext) % bs:
             self._check(iv, plaintext)      # raises, saying what is wrong
         # One CBC context serves every message of the SA (setting one up costs
         # more than encrypting a message). Left open, it chains from the last
-        # block S it produced: C_1 = E(P_1 xor S). Feeding it P_1 xor IV xor S
-        # as the first block gives E(P_1 xor IV), CBC from this message's IV, and
-        # the rest chains as usual (NIST SP 800-38A §6.2).
+        # block S it produced (at first, its all-zero IV): C_1 = E(P_1 xor S).
+        # Feeding it P_1 xor IV xor S as the first block gives E(P_1 xor IV),
+        # CBC from this message's IV, and the rest chains as usual (NIST SP
+        # 800-38A §6.2).
         encryptor = self._encryptor
         if encryptor is None:
-            encryptor = self._encryptor = Cipher(self._algorithm,
-                                                 modes.CBC(bytes(iv))).encryptor()
-            ciphertext = encryptor.update(plaintext)
-        else:
-            first = (int.from_bytes(plaintext[:bs], "big") ^ int.from_bytes(iv, "big")
-                     ^ int.from_bytes(self._last_block, "big")).to_bytes(bs, "big")
-            ciphertext = encryptor.update(first + plaintext[bs:])
+            encryptor = self._context(True)
+        first = (int.from_bytes(plaintext[:bs]) ^ int.from_bytes(iv)
+                 ^ int.from_bytes(self._last_block)).to_bytes(bs)
+        ciphertext = encryptor.update(first + plaintext[bs:])
         self._last_block = ciphertext[-bs:]
         return ciphertext
 
@@ -279,20 +290,16 @@ class Phase1Cipher:
         """CBC-decrypt block-aligned ``ciphertext``; the padding is left in place.
 
         CBC decryption is P_i = D(C_i) xor C_(i-1), C_0 being the IV (NIST SP
-        800-38A §6.2): every block is deciphered independently, so one keyed
-        block decryptor (ECB, which keeps no state between blocks) serves all
-        messages of the SA, and the chaining is one xor over the whole message.
-        Setting up a CBC context per message would repeat the key schedule.
+        800-38A §6.2): a CBC decryption context left open from the last message
+        takes the IV as one more ciphertext block, so fed IV | ciphertext it
+        gives a block to drop (D(IV) xor the block before) and then the message.
+        One context serves every message of the SA: setting one up per message
+        would repeat the key schedule.
         """
-        bs = self._spec.block_size
+        bs = self.block_size
         if len(iv) != bs or not ciphertext or len(ciphertext) % bs:
             self._check(iv, ciphertext)     # raises, saying what is wrong
-        decryptor = self._block_decryptor
+        decryptor = self._decryptor
         if decryptor is None:
-            decryptor = self._block_decryptor = Cipher(self._algorithm,
-                                                       modes.ECB()).decryptor()
-        blocks = decryptor.update(ciphertext)
-        chained = bytes(iv) + ciphertext[:-bs]
-        size = len(ciphertext)
-        return (int.from_bytes(blocks, "big") ^ int.from_bytes(chained, "big")
-                ).to_bytes(size, "big")
+            decryptor = self._context(False)
+        return decryptor.update(iv + ciphertext)[bs:]

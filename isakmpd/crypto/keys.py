@@ -32,7 +32,6 @@ from isakmpd.crypto.cipher import (
     Phase1Cipher,
     cipher_spec,
     phase1_key_bytes,
-    zero_pad,
 )
 from isakmpd.crypto.prf import CryptoError
 from isakmpd.wire.constants import COOKIE_SIZE, EncryptionAlgorithm, HashAlgorithm
@@ -304,20 +303,24 @@ class IvChain:
 
     def encrypt(self, cipher: Phase1Cipher, payloads: bytes) -> tuple[bytes, IvChain]:
         """Zero-pad and encrypt a message body; return it and the next chain."""
-        if cipher.block_size != self.block_size:
+        block_size = self.block_size
+        if cipher.block_size != block_size:
             self._check_cipher(cipher)
-        ciphertext = cipher.encrypt(self.iv, zero_pad(payloads, self.block_size))
-        return ciphertext, self.advance(ciphertext)
+        # zero_pad and advance written out (a call each, for every message sent):
+        # the cipher has checked that the ciphertext is a whole number of blocks.
+        ciphertext = cipher.encrypt(self.iv, payloads + bytes(-len(payloads) % block_size))
+        return ciphertext, _chain(self.hash_algorithm, block_size, ciphertext[-block_size:])
 
     def decrypt(self, cipher: Phase1Cipher, ciphertext: bytes) -> tuple[bytes, IvChain]:
         """Decrypt a message body (padding left in place); return it and the next chain.
 
         A body that is not a whole number of blocks raises :class:`CryptoError`.
         """
-        if cipher.block_size != self.block_size:
+        block_size = self.block_size
+        if cipher.block_size != block_size:
             self._check_cipher(cipher)
-        plaintext = cipher.decrypt(self.iv, ciphertext)
-        return plaintext, self.advance(ciphertext)
+        plaintext = cipher.decrypt(self.iv, ciphertext)     # checks the length
+        return plaintext, _chain(self.hash_algorithm, block_size, ciphertext[-block_size:])
 
     def _check_cipher(self, cipher: Phase1Cipher) -> None:
         if cipher.block_size != self.block_size:

@@ -115,6 +115,7 @@ _INFO = ExchangeType.INFO
 _QUICK_MODE = ExchangeType.QUICK_MODE
 _DEAD = SaState.DEAD
 _READY = SaState.READY
+_ENC_BIT = int(Flag.ENC)
 _DEBUG_MESSAGE = DebugClass.MESSAGE
 _DEBUG_SA = DebugClass.SA
 # The live debug levels (see debug.LEVELS) and the indexes per-message paths use.
@@ -882,20 +883,23 @@ class Engine:
         if mid in sa.used_message_ids:
             self._bad(remote, "message ID {mid:08x} was used before (replay?)", mid=mid)
             return
-        if not sa.ready:
+        # sa.ready, header.encrypted and _responder_class() below without their calls
+        # (every Quick Mode starts here).
+        if sa.state is not _READY:
             self._bad(remote, "{type} on {sa}, which is not ready",
                       type=ExchangeType.describe(header.exchange_type), sa=sa.describe())
             return
-        if not header.encrypted:
+        if not int(header.flags) & _ENC_BIT:
             self._bad(remote, "cleartext {type} on an ISAKMP SA",
                       type=ExchangeType.describe(header.exchange_type))
             return
-        if header.exchange_type not in (_QUICK_MODE, _INFO):
+        exchange_type = header.exchange_type
+        if exchange_type not in (_QUICK_MODE, _INFO):
             self._bad(remote, "{type} exchanges are not supported",
-                      type=ExchangeType.describe(header.exchange_type))
+                      type=ExchangeType.describe(exchange_type))
             return
-        exchange = _responder_class(header.exchange_type)(
-            self, sa, initiator=False, message_id=mid, local=local, remote=remote)
+        cls = _RESPONDERS.get(exchange_type) or _responder_class(exchange_type)
+        exchange = cls(self, sa, initiator=False, message_id=mid, local=local, remote=remote)
         # The ID is not "used" until a message of it authenticates.
         self._exchanges[(sa, mid)] = exchange
         exchange.on_done.append(self._exchange_done)

@@ -20,7 +20,8 @@ steps (DESIGN.md §3):
 * duplicates: a message byte-identical to the last one received is never processed
   twice (it only triggers a resend of an untimed reply), an older one is ignored;
   any new accepted message cancels the pending retransmission;
-* every timer is cancelled when the exchange succeeds or fails;
+* one timer per exchange serves both the retransmissions and ``Exchange-max-time``
+  (see :meth:`Exchange._tick`); it is cancelled when the exchange succeeds or fails;
 * every message is shown to the engine in clear (:meth:`Engine.message_out` before
   encryption at its first transmission, :meth:`Engine.message_in` after
   decryption) for packet capture and debug class Message; steps are logged in
@@ -34,6 +35,7 @@ drop the message. Nothing here raises out of :meth:`Exchange.receive`.
 from __future__ import annotations
 
 import hashlib
+import math
 import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -89,6 +91,9 @@ _EXCHANGE_I = int(DebugClass.EXCHANGE)
 _MESSAGE_I = int(DebugClass.MESSAGE)
 _ENC_BIT = int(Flag.ENC)
 _TYPE_OF = operator.attrgetter("payload_type")
+# The delay of the first retransmission (2n+5 s after the n-th transmission): no
+# retransmission can fall due sooner than this after any moment.
+_FIRST_RETRANSMIT = 7
 
 
 class ExchangeError(Exception):
@@ -133,6 +138,29 @@ class Exchange:
     _INITIATOR_SCRIPT: ClassVar[tuple[Step, ...]] = ()
     _RESPONDER_SCRIPT: ClassVar[tuple[Step, ...]] = ()
 
+    # Per-exchange state that starts out the same for every exchange: class
+    # defaults, replaced on the instance when it changes (fewer stores and a
+    # smaller instance dict for the hundreds of exchanges made per second).
+    step: int = 0
+    done: bool = False
+    failed: bool = False
+    result: Any = None
+    last_sent: bytes | None = None
+    last_received: bytes | None = None
+    _replied_to_last: bool = False
+    transmissions: int = 0
+    # Every message taken (a tuple: an exchange takes two or three).
+    _seen: tuple[bytes, ...] = ()
+    _waiters: tuple[Deferred[Any], ...] = ()
+    _chain: IvChain | None = None           # phase 2 chain (phase 1 uses sa.iv)
+    # The one timer (see _tick), the clock time it was set for, the
+    # Exchange-max-time deadline (none until start()) and the time of the next
+    # retransmission (None: none pending).
+    _timer: IDelayedCall | None = None
+    _timer_at: float = 0.0
+    _deadline: float = math.inf
+    _retransmit_at: float | None = None
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._INITIATOR_SCRIPT = cls._script_of(cls.INITIATOR_STEPS)
@@ -162,19 +190,6 @@ class Exchange:
         self.local = local
         self.remote = remote
         self._script = self._INITIATOR_SCRIPT if initiator else self._RESPONDER_SCRIPT
-        self.step = 0
-        self.done = False
-        self.failed = False
-        self.result: Any = None
-        self.last_sent: bytes | None = None
-        self.last_received: bytes | None = None
-        self._replied_to_last = False
-        self._seen: set[bytes] = set()
-        self.transmissions = 0
-        self._retransmit_call: IDelayedCall | None = None
-        self._deadline_call: IDelayedCall | None = None
-        self._waiters: list[Deferred[Any]] = []
-        self._chain: IvChain | None = None       # phase 2 chain (phase 1 uses sa.iv)
         self.on_done: list[Callable[[Exchange], None]] = []
 
     # -- description -------------------------------------------------------------
@@ -201,13 +216,25 @@ class Exchange:
             else:
                 d.callback(self.result)
         else:
-            self._waiters.append(d)
+            self._waiters += (d,)
         return d
 
     def start(self) -> None:
         """Arm the Exchange-max-time deadline; an initiator sends its first message."""
-        self._deadline_call = self.engine.clock.callLater(self.engine.max_exchange_time,
-                                                          self._expired)
+        engine = self.engine
+        clock = engine.clock
+        max_time = engine.max_exchange_time
+        now = clock.seconds()
+        self._deadline = deadline = now + max_time
+        # The timer is set for the first moment a retransmission could fall due
+        # (or the deadline, if sooner): a timed message sent now, or in answer to
+        # the next message, finds it already in time, so most exchanges make one
+        # timer and cancel it, never moving it (see _tick).
+        if max_time < _FIRST_RETRANSMIT:
+            self._timer_at, delay = deadline, max_time
+        else:
+            self._timer_at, delay = now + _FIRST_RETRANSMIT, _FIRST_RETRANSMIT
+        self._timer = clock.callLater(delay, self._tick)
         if _LEVELS[_EXCHANGE_I] >= 10:
             self.engine.debug(_EXCHANGE, 10, "{exchange.describe()}: started",
                               exchange=self)
@@ -215,7 +242,6 @@ class Exchange:
             self._run()
 
     def _expired(self) -> None:
-        self._deadline_call = None
         self.fail(ExchangeError(None, f"{self.describe()}: no answer within "
                                       f"{self.engine.max_exchange_time} s, exchange "
                                       "timed out"), log=True)
@@ -231,9 +257,11 @@ class Exchange:
                               exchange=self)
         for hook in self.on_done:
             hook(self)
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.callback(result)
+        waiters = self._waiters
+        if waiters:
+            self._waiters = ()
+            for d in waiters:
+                d.callback(result)
 
     def fail(self, error: ExchangeError, *, log: bool = True) -> None:
         """End the exchange: log, send the notification if allowed, fire the waiters."""
@@ -254,9 +282,11 @@ class Exchange:
         self.result = Failure(ExchangeFailed(error.message, error.notify))
         for hook in self.on_done:
             hook(self)
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.errback(self.result)
+        waiters = self._waiters
+        if waiters:
+            self._waiters = ()
+            for d in waiters:
+                d.errback(self.result)
 
     def failure_cleanup(self) -> None:
         """Subclasses release what a failed exchange holds (e.g. allocated SPIs)."""
@@ -266,16 +296,16 @@ class Exchange:
         self.fail(ExchangeError(None, reason), log=False)
 
     def _cancel_timers(self) -> None:
-        for call in (self._retransmit_call, self._deadline_call):
-            if call is not None:
-                # Cancelled unless it has run or was cancelled already (asking
-                # active() first would cost a call per timer).
-                try:
-                    call.cancel()
-                except (AlreadyCalled, AlreadyCancelled):
-                    pass
-        self._retransmit_call = None
-        self._deadline_call = None
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            # Cancelled unless it has run or was cancelled already (asking
+            # active() first would cost a call).
+            try:
+                timer.cancel()
+            except (AlreadyCalled, AlreadyCancelled):
+                pass
+        self._retransmit_at = None
 
     # -- the script ----------------------------------------------------------------
 
@@ -381,8 +411,8 @@ class Exchange:
     def _send(self, payloads: list[Payload], *, encrypted: bool, timed: bool,
               tail: tuple[int, bytes] | None = None) -> None:
         data = self.encode(payloads, encrypt=encrypted, tail=tail)
-        if self._retransmit_call is not None:
-            self._cancel_retransmit()
+        # Any retransmission of our last message is off (the timer stays: see _tick).
+        self._retransmit_at = None
         self.last_sent = data
         self._replied_to_last = True
         self.transmissions = 1                  # this one (_transmit, without the call)
@@ -397,10 +427,54 @@ class Exchange:
 
     def _schedule_retransmit(self) -> None:
         delay = 2 * self.transmissions + 5
-        self._retransmit_call = self.engine.clock.callLater(delay, self._retransmit)
+        at = self._retransmit_at = self.engine.clock.seconds() + delay
+        if at < self._deadline:
+            self._arm(at, delay)
+
+    def _arm(self, at: float, delay: float) -> None:
+        """Have the timer go off at clock time ``at`` (``delay`` from now) at the latest."""
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= at:
+                return          # in time (if early, _tick sets it again)
+            self._timer = None
+            try:                # (see _cancel_timers)
+                timer.cancel()
+            except (AlreadyCalled, AlreadyCancelled):
+                pass
+        self._timer_at = at
+        self._timer = self.engine.clock.callLater(delay, self._tick)
+
+    def _tick(self) -> None:
+        """The exchange's one timer: Exchange-max-time, or a retransmission due.
+
+        One DelayedCall serves both, set for the earlier of the two or sooner
+        (``_timer_at``). It stays where it is when a retransmission is cancelled
+        or planned for later than that: it then wakes the exchange early, and is
+        set again here. Only a retransmission due before it makes a new one
+        (moving a DelayedCall sooner scans the reactor's heap). When both fall
+        due together the exchange fails, as it did when the deadline had its own
+        timer, made first.
+        """
+        self._timer = None
+        at = self._timer_at
+        if at >= self._deadline:
+            self._expired()
+            return
+        retransmit = self._retransmit_at
+        if retransmit is not None and at >= retransmit:
+            self._retransmit()
+        if self.done or self._timer is not None:
+            return
+        # Early, or nothing (more) to retransmit: set it for what comes next.
+        due = self._deadline
+        retransmit = self._retransmit_at
+        if retransmit is not None and retransmit < due:
+            due = retransmit
+        self._arm(due, due - self.engine.clock.seconds())
 
     def _retransmit(self) -> None:
-        self._retransmit_call = None
+        self._retransmit_at = None
         if self.done or self.last_sent is None:
             return
         if self.transmissions > self.engine.retransmits:
@@ -413,14 +487,6 @@ class Exchange:
                           exchange=self, n=self.transmissions + 1)
         self._transmit()
         self._schedule_retransmit()
-
-    def _cancel_retransmit(self) -> None:
-        if self._retransmit_call is not None:
-            try:                            # (see _cancel_timers)
-                self._retransmit_call.cancel()
-            except (AlreadyCalled, AlreadyCancelled):
-                pass
-        self._retransmit_call = None
 
     # -- receiving -----------------------------------------------------------------
 
@@ -453,7 +519,7 @@ class Exchange:
     def handle_duplicate(self, data: bytes, local: Address, remote: Address) -> None:
         """A message we already processed: resend an untimed reply, else ignore."""
         if data == self.last_received and self._replied_to_last and self.last_sent \
-                and self._retransmit_call is None:
+                and self._retransmit_at is None:
             self.engine.debug(_MESSAGE, 20,
                               "{exchange.describe()}: duplicate message, resending our "
                               "reply", exchange=self)
@@ -490,10 +556,9 @@ class Exchange:
             else:
                 self._chain = chain
         self.local, self.remote = local, remote
-        if self._retransmit_call is not None:
-            self._cancel_retransmit()
+        self._retransmit_at = None              # no more retransmission (see _tick)
         self.last_received = data
-        self._seen.add(data)
+        self._seen += (data,)
         self._replied_to_last = False
         self.step += 1
         self._run()
