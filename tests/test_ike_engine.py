@@ -162,6 +162,60 @@ class SaDatabaseTests(SynchronousTestCase):
         self.db.remove_isakmp(self.one)
         self.assertIs(self.db.find_isakmp_by_icookie(b"i" * 8), twin)
 
+    def test_many_sas_under_one_key_and_back_to_one(self) -> None:
+        """An index keeps a lone SA as itself and a list only while a key is shared:
+        lookups must see the same SAs, oldest first, through every change."""
+        sas = [IsakmpSA(b"k" * 8, bytes([n]) * 8, (WEST, 500), ("192.0.2.9", 500), False,
+                        "Default-phase-1", float(n)) for n in range(1, 5)]
+        ipsecs = [IpsecSA("road", sas[0], (WEST, 500), ("192.0.2.9", 500), False, float(n))
+                  for n in range(4)]
+        for sa in sas:
+            self.db.add_isakmp(sa)
+        for ipsec in ipsecs:
+            self.db.add_ipsec(ipsec)
+        self.db.add_isakmp(sas[1])                # twice is harmless
+        self.assertEqual(self.db.isakmp_by_address("192.0.2.9"), [self.two, *sas])
+        self.assertEqual(self.db.isakmp_live_by_peer("default-phase-1", "192.0.2.9"),
+                         [self.two, *sas])
+        for n, sa in enumerate(sas, 1):
+            self.assertIs(self.db.find_isakmp(b"k" * 8, bytes([n]) * 8), sa)
+        self.assertEqual(self.db.ipsec_for_isakmp(sas[0]), ipsecs)
+        self.assertEqual(self.db.ipsec_by_name("ROAD"), ipsecs)
+        # A copy: changing it leaves the index alone.
+        self.db.ipsec_by_name("road").clear()
+        self.assertEqual(self.db.ipsec_by_name("road"), ipsecs)
+        # Down to one, in any order, then to none.
+        self.db.remove_isakmp(sas[2])
+        self.db.mark_replaced(sas[0])
+        self.db.remove_isakmp(sas[0])
+        self.db.remove_isakmp(sas[3])
+        self.assertIs(self.db.find_isakmp_by_icookie(b"k" * 8), sas[1])
+        self.assertIsNone(self.db.find_isakmp(b"k" * 8, bytes([1]) * 8))
+        self.assertEqual(self.db.isakmp_by_address("192.0.2.9"), [self.two, sas[1]])
+        self.db.remove_isakmp(self.two)
+        self.assertEqual(self.db.isakmp_by_address("192.0.2.9"), [sas[1]])
+        self.assertEqual(self.db.isakmp_live_by_peer("Default-phase-1", "192.0.2.9"),
+                         [sas[1]])
+        self.db.remove_isakmp(self.two)          # an SA no longer there: harmless
+        self.db.remove_isakmp(sas[1])
+        self.assertEqual(self.db.isakmp_by_address("192.0.2.9"), [])
+        self.assertIsNone(self.db.find_isakmp_by_icookie(b"k" * 8))
+        for ipsec in ipsecs[:3]:
+            self.db.remove_ipsec(ipsec)
+        self.assertEqual(self.db.ipsec_for_isakmp(sas[0]), [ipsecs[3]])
+        self.assertEqual(self.db.ipsec_live_by_peer("road", "192.0.2.9"), [ipsecs[3]])
+        # Shared again after going back to one.
+        self.db.add_ipsec(ipsecs[0])
+        self.assertEqual(self.db.ipsec_by_address("192.0.2.9"), [ipsecs[3], ipsecs[0]])
+        self.db.move_ipsec(ipsecs[3], (WEST, 4500), ("203.0.113.7", 4500))
+        self.assertEqual(self.db.ipsec_by_address("192.0.2.9"), [ipsecs[0]])
+        self.assertEqual(self.db.ipsec_by_address("203.0.113.7"), [ipsecs[3]])
+        self.db.remove_ipsec(ipsecs[0])
+        self.db.remove_ipsec(ipsecs[3])
+        self.assertEqual(self.db.ipsec_sas(), [self.ipsec])
+        self.assertEqual(self.db.ipsec_by_name("road"), [])
+        self.assertEqual(self.db.ipsec_for_isakmp(sas[0]), [])
+
     def test_message_ids_are_bounded(self) -> None:
         for mid in range(1, 300):
             self.one.remember_message_id(mid)

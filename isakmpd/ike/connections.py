@@ -67,6 +67,10 @@ class ConnectionManager:
         """The active connections, in the order they were added."""
         return list(self._active.values())
 
+    def is_active(self, name: str) -> bool:
+        """Is ``name`` in the list (any case)? The engine asks for every new IPsec SA."""
+        return name.lower() in self._active
+
     def load(self) -> None:
         """Rebuild the list from ``[Phase 2] Connections`` (at start and on reinit).
 

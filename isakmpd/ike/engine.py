@@ -73,7 +73,6 @@ reactor or a socket.
 from __future__ import annotations
 
 import dataclasses
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -123,6 +122,7 @@ _LEVELS = debug.LEVELS
 _DEBUG_MESSAGE_I = int(_DEBUG_MESSAGE)
 _DEBUG_SA_I = int(_DEBUG_SA)
 _FINISHED_KEPT = 16          # finished exchanges remembered per ISAKMP SA (duplicates)
+_KEPT_UP_MEMO = ("engine-kept-up",)   # store.memo key: the configured connections, lower
 _ERROR_NOTIFY_MAX = 16383    # RFC 2408 §3.14.1: error types are 1..16383
 DEFAULT_PHASE1_LIFETIME = 28800   # seconds, when phase 1 negotiated none (inventory §3.1)
 SOFT_EXPIRY_PERMILLE = (850, 950)  # soft expiry at a random 85-95 % (sa.c)
@@ -171,7 +171,10 @@ class Engine:
         self.log = log if log is not None else Logger()
         self.sadb = SaDatabase()
         self._exchanges: dict[tuple[IsakmpSA, int], Exchange] = {}
-        self._finished: dict[IsakmpSA, OrderedDict[int, FinishedExchange]] = {}
+        # Per ISAKMP SA, its finished exchanges by message ID, oldest first (a plain
+        # dict, insertion-ordered: half the size of an OrderedDict, and one per
+        # tunnel is kept).
+        self._finished: dict[IsakmpSA, dict[int, FinishedExchange]] = {}
         # Called with every exchange that ends, before it is reduced to a
         # FinishedExchange (tests and reports look at what was negotiated).
         self.on_exchange_done: list[Callable[[Exchange], None]] = []
@@ -327,23 +330,24 @@ class Engine:
         exchange.on_done.append(self._exchange_done)
 
     def _exchange_done(self, exchange: Exchange) -> None:
-        key = (exchange.sa, exchange.message_id)
+        sa = exchange.sa
+        key = (sa, exchange.message_id)
         if self._exchanges.get(key) is exchange:
             del self._exchanges[key]
-        if exchange.PHASE == 1:
-            running = self._phase1_running.get(exchange.sa.name.lower())
-            if running is exchange:
-                del self._phase1_running[exchange.sa.name.lower()]
+        phase1 = exchange.PHASE == 1
+        if phase1:
+            name = sa.name.lower()
+            if self._phase1_running.get(name) is exchange:
+                del self._phase1_running[name]
         for observer in self.on_exchange_done:
             observer(exchange)
-        if exchange.sa.state is not _DEAD and not (exchange.PHASE == 1
-                                                          and exchange.failed):
-            kept = self._finished.get(exchange.sa)
+        if sa.state is not _DEAD and not (phase1 and exchange.failed):
+            kept = self._finished.get(sa)
             if kept is None:        # (not setdefault: it would make a dict every time)
-                kept = self._finished[exchange.sa] = OrderedDict()
+                kept = self._finished[sa] = {}
             kept[exchange.message_id] = FinishedExchange(exchange)
             while len(kept) > _FINISHED_KEPT:
-                kept.popitem(last=False)
+                del kept[next(iter(kept))]          # the oldest
 
     def exchanges(self) -> list[Exchange]:
         """The exchanges in progress."""
@@ -1004,7 +1008,8 @@ class Engine:
             ipsec.isakmp_sa.stay_alive = True
         self._arm(ipsec)
         for other in self.sadb.ipsec_live_by_peer(ipsec.name, ipsec.remote[0]):
-            if other is ipsec or not other.ready or not other.same_traffic(ipsec):
+            # (other.ready without the property's call)
+            if other is ipsec or other.state is not _READY or not other.same_traffic(ipsec):
                 continue
             if other.established_seq < ipsec.started_seq:
                 # A rekey: ``other`` was up before this negotiation began.
@@ -1081,7 +1086,16 @@ class Engine:
 
     def keep_up(self, connection: str) -> bool:
         """Should ``connection`` stay up (is it in the checker's active list)?"""
-        return connection.lower() in (name.lower() for name in self._active_connections())
+        # Asked for every IPsec SA that becomes ready: a set lookup, not a scan of
+        # the list (which, without a checker, is parsed from the store each time).
+        manager = self.connection_manager
+        if manager is not None:
+            return bool(manager.is_active(connection))
+        return connection.lower() in self.store.memo(_KEPT_UP_MEMO, self._configured_lower)
+
+    def _configured_lower(self) -> frozenset[str]:
+        """``[Phase 2] Connections``, lower-cased (kept up when there is no checker)."""
+        return frozenset(name.lower() for name in self.store.get_list("Phase 2", "Connections"))
 
     def _peer_kept_up(self, sa: IsakmpSA) -> bool:
         """Does an ISAKMP SA carry connections that are kept up?"""
@@ -1102,21 +1116,23 @@ class Engine:
         ``soft_at``/``hard_at`` say when; only the next of the two has a timer (the
         soft one schedules the hard one), which halves what thousands of SAs keep.
         """
-        for purpose in ("soft", "hard"):
-            call = sa.timers.pop(purpose, None)
-            if call is not None and call.active():
-                call.cancel()
+        timers = sa.timers
+        if timers:                          # (a new SA has none)
+            for purpose in ("soft", "hard"):
+                call = timers.pop(purpose, None)
+                if call is not None and call.active():
+                    call.cancel()
         lifetime = sa.life_seconds
         if not lifetime or lifetime <= 0:
             sa.soft_at = sa.hard_at = None
             return
-        now = self.now()
+        now = float(self.clock.seconds())     # (self.now(), a frame less per new SA)
         start = now if since is None else since
         low, high = SOFT_EXPIRY_PERMILLE
         sa.soft_at = start + lifetime * (low + self.rng.randbelow(high - low + 1)) / 1000
         sa.hard_at = start + lifetime
-        sa.timers["soft"] = self.clock.callLater(max(0.0, sa.soft_at - now),
-                                                 self._soft_expired, sa)
+        timers["soft"] = self.clock.callLater(max(0.0, sa.soft_at - now),
+                                              self._soft_expired, sa)
         if _LEVELS[_DEBUG_SA_I] >= 30:         # (every new SA comes here)
             self.debug(_DEBUG_SA, 30, "{sa.describe()}: soft expiry in {soft:.0f} s, hard "
                        "expiry in {hard:.0f} s", sa=sa, soft=sa.soft_at - now,

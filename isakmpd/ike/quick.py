@@ -729,19 +729,16 @@ class QuickMode(Exchange):
         proto = local_sel.protocol or remote_sel.protocol
         protocol_sa = member(ProtocolId, outer.protocol)
         local_port, remote_port = local_sel.port, remote_sel.port
-        # Keywords spelt out, not a shared dict: ** costs a dict per flow.
-        flows = [KernelFlow(local_net, remote_net, protocol=proto, src_port=local_port,
-                            dst_port=remote_port, direction="out", protocol_sa=protocol_sa,
-                            mode=mode, tunnel_src=local_ip if tunnel else None,
-                            tunnel_dst=remote_ip if tunnel else None, reqid=reqid,
-                            ipcomp=compressed)]
+        # By position (direction, protocol_sa, mode, tunnel_src, tunnel_dst, reqid,
+        # protocol, src_port, dst_port, ipcomp): keywords cost a search each.
+        flows = [KernelFlow(local_net, remote_net, "out", protocol_sa, mode,
+                            local_ip if tunnel else None, remote_ip if tunnel else None,
+                            reqid, proto, local_port, remote_port, compressed)]
         for direction in (("in", "fwd") if tunnel else ("in",)):
-            flows.append(KernelFlow(remote_net, local_net, protocol=proto,
-                                    src_port=remote_port, dst_port=local_port,
-                                    direction=direction, protocol_sa=protocol_sa, mode=mode,
-                                    tunnel_src=remote_ip if tunnel else None,
-                                    tunnel_dst=local_ip if tunnel else None, reqid=reqid,
-                                    ipcomp=compressed))
+            flows.append(KernelFlow(remote_net, local_net, direction, protocol_sa, mode,
+                                    remote_ip if tunnel else None,
+                                    local_ip if tunnel else None, reqid, proto, remote_port,
+                                    local_port, compressed))
         return flows
 
 

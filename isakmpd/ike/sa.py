@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from isakmpd.crypto.prf import KeyedPrf
 from isakmpd.wire.constants import COOKIE_SIZE, ExchangeType, ProtocolId
@@ -126,9 +126,13 @@ class IsakmpSA(_Timed):
     soft_at: float | None = None
     hard_at: float | None = None
     timers: dict[str, Any] = field(default_factory=dict)
-    _cipher: tuple[Phase1Keys, Phase1Cipher] | None = field(default=None, repr=False)
-    _phase2_prfs: tuple[Phase1Keys, KeyedPrf, KeyedPrf] | None = field(default=None,
-                                                                       repr=False)
+    # What cipher() and phase2_prfs() made, with the keys they were made from (in
+    # slots of their own rather than a (keys, value) tuple: one object less per SA,
+    # and nothing built per message to return).
+    _cipher_keys: Phase1Keys | None = field(default=None, repr=False)
+    _cipher: Phase1Cipher | None = field(default=None, repr=False)
+    _prf_keys: Phase1Keys | None = field(default=None, repr=False)
+    _prfs: tuple[KeyedPrf, KeyedPrf] | None = field(default=None, repr=False)
 
     MAX_REMEMBERED_IDS = 256
 
@@ -155,10 +159,11 @@ class IsakmpSA(_Timed):
         keys = self.keys
         if keys is None:
             raise ValueError("this ISAKMP SA has no keys yet")
-        cached = self._cipher
-        if cached is None or cached[0] is not keys:
-            cached = self._cipher = (keys, keys.cipher())
-        return cached[1]
+        cipher = self._cipher
+        if cipher is None or self._cipher_keys is not keys:
+            cipher = self._cipher = keys.cipher()
+            self._cipher_keys = keys
+        return cipher
 
     def phase2_prfs(self) -> tuple[KeyedPrf, KeyedPrf]:
         """(prf(SKEYID_a, ·), prf(SKEYID_d, ·)), keyed once per set of keys: every
@@ -166,12 +171,12 @@ class IsakmpSA(_Timed):
         keys = self.keys
         if keys is None:
             raise ValueError("this ISAKMP SA has no keys yet")
-        cached = self._phase2_prfs
-        if cached is None or cached[0] is not keys:
+        prfs = self._prfs
+        if prfs is None or self._prf_keys is not keys:
             alg = int(self.suite.hash)
-            cached = self._phase2_prfs = (keys, KeyedPrf(alg, keys.skeyid_a),
-                                          KeyedPrf(alg, keys.skeyid_d))
-        return cached[1], cached[2]
+            prfs = self._prfs = (KeyedPrf(alg, keys.skeyid_a), KeyedPrf(alg, keys.skeyid_d))
+            self._prf_keys = keys
+        return prfs
 
     def remember_message_id(self, message_id: int) -> None:
         self.used_message_ids[message_id] = None
@@ -253,10 +258,11 @@ class IpsecSA(_Timed):
 
     def same_traffic(self, other: IpsecSA) -> bool:
         """Same connection, peer and IDs: ``other`` is a predecessor or a twin."""
-        return (self.name.lower() == other.name.lower()
-                and self.remote[0] == other.remote[0]
-                and _id_key(self.local_id) == _id_key(other.local_id)
-                and _id_key(self.remote_id) == _id_key(other.remote_id))
+        # (Asked of every ready SA of the connection and peer when one becomes ready.)
+        return (self.remote[0] == other.remote[0]
+                and self.name.lower() == other.name.lower()
+                and _same_id(self.local_id, other.local_id)
+                and _same_id(self.remote_id, other.remote_id))
 
     def our_spi(self, protocol: ProtocolId) -> bytes | None:
         for pair in self.spis:
@@ -271,8 +277,10 @@ class IpsecSA(_Timed):
         return None
 
     def describe(self) -> str:
-        spis = ", ".join(f"{p.protocol.label} in {p.our_spi.hex()} out {p.peer_spi.hex()}"
-                         for p in self.spis)
+        # (A list, not a generator, for join: one frame instead of one per item and
+        # the list join would make anyway; every established or replaced SA logs this.)
+        spis = ", ".join([f"{p.protocol.label} in {p.our_spi.hex()} out {p.peer_spi.hex()}"
+                          for p in self.spis])
         suite = self.suite.describe() if self.suite is not None else "no suite yet"
         return (f"IPsec SA {self.name} {self.local[0]} <-> {self.remote[0]} "
                 f"{self.state._value_} {suite} [{spis}] reqid {self.reqid}")
@@ -281,11 +289,14 @@ class IpsecSA(_Timed):
         return f"<{self.describe()}>"
 
 
-def _id_key(id_payload: IdPayload | None) -> tuple[int, bytes, int, int] | None:
-    if id_payload is None:
-        return None
-    return (int(id_payload.id_type), bytes(id_payload.data), int(id_payload.protocol),
-            int(id_payload.port))
+def _same_id(one: IdPayload | None, other: IdPayload | None) -> bool:
+    """The same type, data, protocol and port (or both None), compared in place
+    rather than as (type, bytes(data), protocol, port) keys built for the purpose."""
+    if one is None or other is None:
+        return one is other
+    return (one.id_type == other.id_type and one.protocol == other.protocol
+            and one.port == other.port
+            and (one.data == other.data or bytes(one.data) == bytes(other.data)))
 
 
 class SaDatabase:
@@ -300,23 +311,28 @@ class SaDatabase:
     change only through :meth:`move_isakmp` / :meth:`move_ipsec` (the float to the
     NAT-T port, a NAT mapping change), which keep the indexes right; lookups by
     SPI, which are set late and rare (DELETE), scan.
+
+    An index entry is the SA itself while it is the only one under its key, and a
+    list (oldest first) once several share the key (see :func:`_index`): most keys
+    (a cookie, a peer's address) have one SA, and a list per key per index would
+    cost a tunnel several hundred bytes and its appends.
     """
 
     def __init__(self) -> None:
         # Insertion-ordered sets: oldest first, O(1) removal.
         self._isakmp: dict[IsakmpSA, None] = {}
-        self._by_icookie: dict[bytes, list[IsakmpSA]] = {}
-        self._isakmp_by_name: dict[str, list[IsakmpSA]] = {}
+        self._by_icookie: dict[bytes, _Entry[IsakmpSA]] = {}
+        self._isakmp_by_name: dict[str, _Entry[IsakmpSA]] = {}
         # By (name, peer address), without the SAs marked replaced: a new SA looks
         # for the ones it replaces here, so rekeys do not make that search grow
         # with the history.
-        self._isakmp_live: dict[tuple[str, str], list[IsakmpSA]] = {}
-        self._isakmp_by_ip: dict[str, list[IsakmpSA]] = {}
+        self._isakmp_live: dict[tuple[str, str], _Entry[IsakmpSA]] = {}
+        self._isakmp_by_ip: dict[str, _Entry[IsakmpSA]] = {}
         self._ipsec: dict[IpsecSA, None] = {}
-        self._ipsec_by_name: dict[str, list[IpsecSA]] = {}
-        self._ipsec_live: dict[tuple[str, str], list[IpsecSA]] = {}
-        self._ipsec_by_ip: dict[str, list[IpsecSA]] = {}
-        self._ipsec_by_isakmp: dict[IsakmpSA, list[IpsecSA]] = {}
+        self._ipsec_by_name: dict[str, _Entry[IpsecSA]] = {}
+        self._ipsec_live: dict[tuple[str, str], _Entry[IpsecSA]] = {}
+        self._ipsec_by_ip: dict[str, _Entry[IpsecSA]] = {}
+        self._ipsec_by_isakmp: dict[IsakmpSA, _Entry[IpsecSA]] = {}
 
     # -- ISAKMP SAs -------------------------------------------------------------
 
@@ -324,11 +340,18 @@ class SaDatabase:
         if sa in self._isakmp:
             return
         self._isakmp[sa] = None
-        self._by_icookie.setdefault(sa.icookie, []).append(sa)
-        self._isakmp_by_name.setdefault(sa.name.lower(), []).append(sa)
-        if not sa.replaced:
-            self._isakmp_live.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
-        self._isakmp_by_ip.setdefault(sa.remote[0], []).append(sa)
+        name = sa.name.lower()
+        ip = sa.remote[0]
+        # _index spelt out (every tunnel adds an SA to eight indexes): a new key
+        # takes the SA itself; only a shared one costs the call of _share.
+        if self._by_icookie.setdefault(sa.icookie, sa) is not sa:
+            _share(self._by_icookie, sa.icookie, sa)
+        if self._isakmp_by_name.setdefault(name, sa) is not sa:
+            _share(self._isakmp_by_name, name, sa)
+        if not sa.replaced and self._isakmp_live.setdefault((name, ip), sa) is not sa:
+            _share(self._isakmp_live, (name, ip), sa)
+        if self._isakmp_by_ip.setdefault(ip, sa) is not sa:
+            _share(self._isakmp_by_ip, ip, sa)
 
     def move_isakmp(self, sa: IsakmpSA, local: Address, remote: Address) -> None:
         """Give ``sa`` new endpoints (the float to the NAT-T port, a NAT rebinding)."""
@@ -336,9 +359,9 @@ class SaDatabase:
             old, new = (sa.name.lower(), sa.remote[0]), (sa.name.lower(), remote[0])
             if not sa.replaced:
                 _unindex(self._isakmp_live, old, sa)
-                self._isakmp_live.setdefault(new, []).append(sa)
+                _index(self._isakmp_live, new, sa)
             _unindex(self._isakmp_by_ip, sa.remote[0], sa)
-            self._isakmp_by_ip.setdefault(remote[0], []).append(sa)
+            _index(self._isakmp_by_ip, remote[0], sa)
         sa.local, sa.remote = local, remote
 
     def mark_replaced(self, sa: IsakmpSA | IpsecSA) -> None:
@@ -355,9 +378,10 @@ class SaDatabase:
         if sa not in self._isakmp:
             return
         del self._isakmp[sa]
+        name = sa.name.lower()
         _unindex(self._by_icookie, sa.icookie, sa)
-        _unindex(self._isakmp_by_name, sa.name.lower(), sa)
-        _unindex(self._isakmp_live, (sa.name.lower(), sa.remote[0]), sa)
+        _unindex(self._isakmp_by_name, name, sa)
+        _unindex(self._isakmp_live, (name, sa.remote[0]), sa)
         _unindex(self._isakmp_by_ip, sa.remote[0], sa)
 
     def isakmp_sas(self) -> list[IsakmpSA]:
@@ -368,7 +392,10 @@ class SaDatabase:
 
     def find_isakmp(self, icookie: bytes, rcookie: bytes) -> IsakmpSA | None:
         """The SA with exactly these cookies."""
-        for sa in self._by_icookie.get(icookie, ()):
+        found = self._by_icookie.get(icookie)
+        if type(found) is not list:         # one SA or none (every message asks)
+            return found if found is not None and found.rcookie == rcookie else None
+        for sa in found:
             if sa.rcookie == rcookie:
                 return sa
         return None
@@ -376,7 +403,10 @@ class SaDatabase:
     def find_isakmp_by_icookie(self, icookie: bytes, *, initiator: bool | None = None,
                                ) -> IsakmpSA | None:
         """The SA whose initiator cookie is ``icookie`` (optionally of our role)."""
-        for sa in self._by_icookie.get(icookie, ()):
+        found = self._by_icookie.get(icookie)       # (asked for every new phase 1)
+        if found is None:
+            return None
+        for sa in found if type(found) is list else (found,):
             if initiator is None or sa.initiator == initiator:
                 return sa
         return None
@@ -389,7 +419,7 @@ class SaDatabase:
 
     def isakmp_live_by_peer(self, name: str, ip: str) -> list[IsakmpSA]:
         """The SAs of peer section ``name`` with the peer at ``ip`` not marked replaced."""
-        return list(self._isakmp_live.get((name.lower(), ip), ()))
+        return _members(self._isakmp_live, (name.lower(), ip))
 
     def isakmp_for_peer(self, name: str, *, ready_only: bool = True) -> IsakmpSA | None:
         """The newest (ready) SA of peer section ``name``.
@@ -398,7 +428,7 @@ class SaDatabase:
         preferred, then the one established last: new phase 2s go on the newest
         ISAKMP SA.
         """
-        found = [sa for sa in self._isakmp_by_name.get(name.lower(), ())
+        found = [sa for sa in _members(self._isakmp_by_name, name.lower())
                  if sa.ready or not ready_only]
         if not found or not ready_only:
             return found[-1] if found else None
@@ -410,7 +440,7 @@ class SaDatabase:
 
     def isakmp_by_address(self, ip: str) -> list[IsakmpSA]:
         """The SAs with the peer at ``ip``, oldest first."""
-        return list(self._isakmp_by_ip.get(ip, ()))
+        return _members(self._isakmp_by_ip, ip)
 
     # -- IPsec SAs --------------------------------------------------------------
 
@@ -418,11 +448,17 @@ class SaDatabase:
         if sa in self._ipsec:
             return
         self._ipsec[sa] = None
-        self._ipsec_by_name.setdefault(sa.name.lower(), []).append(sa)
-        if not sa.replaced:
-            self._ipsec_live.setdefault((sa.name.lower(), sa.remote[0]), []).append(sa)
-        self._ipsec_by_ip.setdefault(sa.remote[0], []).append(sa)
-        self._ipsec_by_isakmp.setdefault(sa.isakmp_sa, []).append(sa)
+        name = sa.name.lower()
+        ip = sa.remote[0]
+        # (_index spelt out, as in add_isakmp.)
+        if self._ipsec_by_name.setdefault(name, sa) is not sa:
+            _share(self._ipsec_by_name, name, sa)
+        if not sa.replaced and self._ipsec_live.setdefault((name, ip), sa) is not sa:
+            _share(self._ipsec_live, (name, ip), sa)
+        if self._ipsec_by_ip.setdefault(ip, sa) is not sa:
+            _share(self._ipsec_by_ip, ip, sa)
+        if self._ipsec_by_isakmp.setdefault(sa.isakmp_sa, sa) is not sa:
+            _share(self._ipsec_by_isakmp, sa.isakmp_sa, sa)
 
     def move_ipsec(self, sa: IpsecSA, local: Address, remote: Address) -> None:
         """Give ``sa`` new endpoints (the NAT in front of the peer changed its mapping)."""
@@ -430,9 +466,9 @@ class SaDatabase:
             old, new = (sa.name.lower(), sa.remote[0]), (sa.name.lower(), remote[0])
             if not sa.replaced:
                 _unindex(self._ipsec_live, old, sa)
-                self._ipsec_live.setdefault(new, []).append(sa)
+                _index(self._ipsec_live, new, sa)
             _unindex(self._ipsec_by_ip, sa.remote[0], sa)
-            self._ipsec_by_ip.setdefault(remote[0], []).append(sa)
+            _index(self._ipsec_by_ip, remote[0], sa)
         sa.local, sa.remote = local, remote
 
     def remove_ipsec(self, sa: IpsecSA) -> None:
@@ -441,8 +477,9 @@ class SaDatabase:
         if sa not in self._ipsec:
             return
         del self._ipsec[sa]
-        _unindex(self._ipsec_by_name, sa.name.lower(), sa)
-        _unindex(self._ipsec_live, (sa.name.lower(), sa.remote[0]), sa)
+        name = sa.name.lower()
+        _unindex(self._ipsec_by_name, name, sa)
+        _unindex(self._ipsec_live, (name, sa.remote[0]), sa)
         _unindex(self._ipsec_by_ip, sa.remote[0], sa)
         _unindex(self._ipsec_by_isakmp, sa.isakmp_sa, sa)
 
@@ -453,11 +490,11 @@ class SaDatabase:
         return len(self._ipsec)
 
     def ipsec_by_name(self, name: str) -> list[IpsecSA]:
-        return list(self._ipsec_by_name.get(name.lower(), ()))
+        return _members(self._ipsec_by_name, name.lower())
 
     def ipsec_live_by_peer(self, name: str, ip: str) -> list[IpsecSA]:
         """The SAs of connection ``name`` with the peer at ``ip`` not marked replaced."""
-        return list(self._ipsec_live.get((name.lower(), ip), ()))
+        return _members(self._ipsec_live, (name.lower(), ip))
 
     def ipsec_by_our_spi(self, protocol: int, spi: bytes) -> IpsecSA | None:
         """The SA whose inbound SPI for ``protocol`` is ``spi``."""
@@ -478,21 +515,57 @@ class SaDatabase:
         return None
 
     def ipsec_for_isakmp(self, isakmp: IsakmpSA) -> list[IpsecSA]:
-        return list(self._ipsec_by_isakmp.get(isakmp, ()))
+        return _members(self._ipsec_by_isakmp, isakmp)
 
     def ipsec_by_address(self, ip: str) -> list[IpsecSA]:
         """The SAs with the peer at ``ip``, oldest first."""
-        return list(self._ipsec_by_ip.get(ip, ()))
+        return _members(self._ipsec_by_ip, ip)
 
 
-def _unindex(index: dict[Any, list[Any]], key: Any, sa: Any) -> None:
-    """Take ``sa`` out of ``index[key]``, dropping the key with its last SA."""
+_S = TypeVar("_S", IsakmpSA, IpsecSA)
+# An index entry: the one SA under its key, or the SAs sharing it, oldest first.
+_Entry = _S | list[_S]
+
+
+def _index(index: dict[Any, _Entry[_S]], key: Any, sa: _S) -> None:
+    """Put ``sa`` under ``key``: alone, or last of the list once the key is shared."""
+    if index.setdefault(key, sa) is not sa:     # (one dict call for a new key)
+        _share(index, key, sa)
+
+
+def _share(index: dict[Any, _Entry[_S]], key: Any, sa: _S) -> None:
+    """Add ``sa`` last under ``key``, which holds one SA or a list already."""
+    members = index[key]
+    if type(members) is list:
+        members.append(sa)
+    else:
+        index[key] = [members, sa]
+
+
+def _members(index: dict[Any, _Entry[_S]], key: Any) -> list[_S]:
+    """The SAs under ``key``, oldest first, in a new list (callers may change it,
+    and the index may change while they go through it)."""
     members = index.get(key)
     if members is None:
+        return []
+    if type(members) is list:
+        return members.copy()
+    return [members]                                        # type: ignore[list-item]
+
+
+def _unindex(index: dict[Any, _Entry[_S]], key: Any, sa: _S) -> None:
+    """Take ``sa`` out of ``index[key]``, dropping the key with its last SA and going
+    back to the SA alone when one is left."""
+    members = index.get(key)
+    if members is None:
+        return
+    if type(members) is not list:
+        if members is sa:
+            del index[key]
         return
     try:
         members.remove(sa)
     except ValueError:
         return
-    if not members:
-        del index[key]
+    if len(members) == 1:               # (a list is kept only for two or more)
+        index[key] = members[0]

@@ -16,7 +16,7 @@ logged and dumped into reports safely.
 
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import dataclass
 
 import zope.interface
 
@@ -129,7 +129,9 @@ class KernelFlow:
     ``src_net``/``dst_net`` are networks in CIDR notation (a host is /32 or /128);
     ``protocol`` 0 and ports 0 mean any. ``direction`` is "out", "in" or "fwd".
     ``tunnel_src``/``tunnel_dst`` are the outer endpoints in tunnel mode (None in
-    transport mode). Everything after the two networks is passed by keyword.
+    transport mode). Fields go by position in the order below (direction,
+    protocol_sa, mode, tunnel_src, tunnel_dst, reqid, then the optional protocol,
+    src_port, dst_port and ipcomp) or by keyword.
 
     ``ipcomp`` (optional) says the bundle compresses too (RFC 3173): the policy's
     templates are IPCOMP first (in ``mode``, with the tunnel endpoints; optional on
@@ -138,18 +140,20 @@ class KernelFlow:
     alone has ``protocol_sa`` IPCOMP and ``ipcomp`` False.
     """
 
+    # The order the engine's Quick Mode passes them in by position: a keyword of a
+    # dataclass __init__ costs a search through the parameter names, and every
+    # Quick Mode makes three flows.
     src_net: str
     dst_net: str
-    _: KW_ONLY
-    protocol: int = 0
-    src_port: int = 0
-    dst_port: int = 0
     direction: str
     protocol_sa: ProtocolId
     mode: EncapsulationMode
     tunnel_src: str | None
     tunnel_dst: str | None
     reqid: int
+    protocol: int = 0
+    src_port: int = 0
+    dst_port: int = 0
     ipcomp: bool = False
 
     def selector(self) -> tuple[str, str, int, int, int, str]:

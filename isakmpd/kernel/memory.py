@@ -53,7 +53,11 @@ _DIRECTIONS = ("out", "in", "fwd")
 _ESP = ProtocolId.IPSEC_ESP
 _AH = ProtocolId.IPSEC_AH
 _TUNNEL = EncapsulationMode.TUNNEL
-_SYSDEP = DebugClass.SYSDEP
+_IPCOMP = ProtocolId.IPCOMP
+# The live debug levels (debug.LEVELS), read without a call to debug.enabled: every
+# SA and flow installed asks.
+_LEVELS = debug.LEVELS
+_SYSDEP = int(DebugClass.SYSDEP)
 
 SaKey = tuple[ProtocolId, bytes, str]
 
@@ -127,10 +131,11 @@ class MemoryKernel:
     # -- SPIs and SAs -----------------------------------------------------
 
     def allocate_spi(self, protocol: ProtocolId, src: str, dst: str) -> bytes:
-        protocol = _protocol(protocol)
+        checked = _SUPPORTED.get(protocol)      # (_protocol raises the error)
+        protocol = checked if checked is not None else _protocol(protocol)
         _address(src, "source")
         dst = _address(dst, "destination")
-        low, high = ((CPI_MIN, CPI_MAX) if protocol == ProtocolId.IPCOMP
+        low, high = ((CPI_MIN, CPI_MAX) if protocol == _IPCOMP
                      else (SPI_MIN, SPI_MAX))
         for _ in range(_SPI_ATTEMPTS):
             value = low + self._rng.randbelow(high - low + 1)
@@ -138,7 +143,7 @@ class MemoryKernel:
             key = (protocol, spi, dst)
             if key not in self.reserved and key not in self.sas:
                 self.reserved.add(key)
-                if debug.enabled(_SYSDEP, 50):
+                if _LEVELS[_SYSDEP] >= 50:
                     self.log.debug("allocated {protocol} SPI 0x{spi} for {src} -> {dst}",
                                    protocol=protocol.label, spi=spi.hex(), src=src, dst=dst)
                 return spi
@@ -150,7 +155,7 @@ class MemoryKernel:
         if key not in self.reserved:
             raise KernelError(f"no reserved {protocol.label} SPI 0x{spi.hex()} to {key[2]}")
         self.reserved.discard(key)
-        if debug.enabled(_SYSDEP, 50):
+        if _LEVELS[_SYSDEP] >= 50:
             self.log.debug("released {protocol} SPI 0x{spi} to {dst}", protocol=protocol.label,
                            spi=spi.hex(), dst=key[2])
 
@@ -175,7 +180,7 @@ class MemoryKernel:
                               "algorithm")
         if protocol == _ESP and sa.enc_transform is None:
             raise KernelError(f"ESP SA spi 0x{spi.hex()} to {dst} has no encryption transform")
-        if protocol == ProtocolId.IPCOMP:
+        if protocol == _IPCOMP:
             _check_ipcomp(sa, spi, dst)
         key = (protocol, spi, dst)
         if key in self.sas:
@@ -183,7 +188,7 @@ class MemoryKernel:
                               "already exists")
         self.reserved.discard(key)
         self.sas[key] = sa
-        if debug.enabled(_SYSDEP, 30):
+        if _LEVELS[_SYSDEP] >= 30:
             self.log.debug("installed SA {sa}", sa=sa)
 
     def update_sa(self, old: KernelSA, new: KernelSA) -> None:
@@ -202,7 +207,7 @@ class MemoryKernel:
         del self.sas[key]
         self.sas[new_key] = new
         self.updates += 1
-        if debug.enabled(_SYSDEP, 30):
+        if _LEVELS[_SYSDEP] >= 30:
             self.log.debug("updated SA {sa}", sa=new)
 
     def delete_sa(self, protocol: ProtocolId, spi: bytes, dst: str) -> None:
@@ -211,7 +216,7 @@ class MemoryKernel:
         sa = self.sas.pop(key, None)
         if sa is None:
             raise KernelError(f"no {protocol.label} SA with SPI 0x{spi.hex()} to {key[2]}")
-        if debug.enabled(_SYSDEP, 30):
+        if _LEVELS[_SYSDEP] >= 30:
             self.log.debug("deleted SA {sa}", sa=sa)
 
     # -- flows ------------------------------------------------------------
@@ -251,10 +256,12 @@ class MemoryKernel:
 
     def add_flow(self, flow: KernelFlow) -> None:
         self._check_flow(flow)
-        selector = flow.selector()
+        # flow.selector(), without the call (three flows per Quick Mode).
+        selector = (flow.src_net, flow.dst_net, flow.protocol, flow.src_port, flow.dst_port,
+                    flow.direction)
         replaced = selector in self._flows
         self._flows[selector] = flow
-        if debug.enabled(_SYSDEP, 30):
+        if _LEVELS[_SYSDEP] >= 30:
             self.log.debug("{what} flow {flow}", what="replaced" if replaced else "installed",
                        flow=flow)
 
@@ -262,7 +269,7 @@ class MemoryKernel:
         removed = self._flows.pop(flow.selector(), None)
         if removed is None:
             raise KernelError(f"no flow {flow.describe()}")
-        if debug.enabled(_SYSDEP, 30):
+        if _LEVELS[_SYSDEP] >= 30:
             self.log.debug("deleted flow {flow}", flow=removed)
 
     def new_reqid(self) -> int:
