@@ -195,7 +195,37 @@ class TextTests(SynchronousTestCase):
             self.assertIn("traffic selector", str(error))
 
 
+    def test_selector_remembered(self) -> None:
+        # The text is remembered per ID (type and data), an error is not.
+        net = IdPayload.from_network("198.51.100.0/24", 6, 80)
+        self.assertEqual([ids.id_selector(net) for _ in range(2)], ["198.51.100.0/24"] * 2)
+        self.assertEqual(ids.id_selector(IdPayload(IdType.IPV4_ADDR_SUBNET,
+                                                   bytearray(net.data))), "198.51.100.0/24")
+        bad = IdPayload(IdType.IPV6_ADDR_SUBNET, bytes(16) + bytes([255, 0] * 8))
+        for _ in range(2):
+            self.assertRaises(ids.IdError, ids.id_selector, bad)
+
+
 class MatchTests(SynchronousTestCase):
+
+    def test_id_is_address(self) -> None:
+        # The same answers as ids_match() against an ID of the address, ports ignored.
+        candidates = [
+            IdPayload.from_address("192.0.2.1"), IdPayload.from_address("192.0.2.1", 17, 500),
+            IdPayload.from_address("192.0.2.2"), IdPayload.from_network("192.0.2.1/32"),
+            IdPayload.from_network("192.0.2.0/24"),
+            IdPayload(IdType.IPV4_ADDR_SUBNET, bytes([192, 0, 2, 1, 255, 0, 255, 255])),
+            IdPayload.from_address("2001:db8::1"), IdPayload.from_network("2001:db8::1/128"),
+            IdPayload(IdType.FQDN, b"192.0.2.1"), IdPayload(IdType.IPV4_ADDR, b"\x01"),
+        ]
+        for address in ("192.0.2.1", "2001:db8::1", "2001:db8::2"):
+            for candidate in candidates:
+                self.assertEqual(
+                    ids.id_is_address(candidate, address),
+                    ids.ids_match(IdPayload.from_address(address), candidate,
+                                  check_ports=False), (address, candidate))
+        self.assertTrue(ids.id_is_address(candidates[3], "192.0.2.1"))
+        self.assertRaises(ValueError, ids.id_is_address, candidates[0], "not an address")
 
     def test_networks(self) -> None:
         host = IdPayload.from_address("192.0.2.1")

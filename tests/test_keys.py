@@ -23,7 +23,12 @@ from isakmpd.crypto.ipsec_keys import (
     auth_key_bytes,
     esp_layout,
 )
-from isakmpd.crypto.prf import CryptoError, KeyLengthError, UnsupportedAlgorithmError
+from isakmpd.crypto.prf import (
+    CryptoError,
+    KeyedPrf,
+    KeyLengthError,
+    UnsupportedAlgorithmError,
+)
 from isakmpd.wire.constants import (
     AhTransform,
     AuthAlgorithm,
@@ -268,6 +273,24 @@ class QuickModeHashTests(SynchronousTestCase):
         self.assertEqual(ipsec_keys.quick_mode_hash3(SHA1, self.skeyid_a, MID, NI_B, NR_B),
                          _prf("sha1", self.skeyid_a, b"\x00" + MID_B + NI_B + NR_B))
 
+    def test_keyed_prf_and_message_id_forms(self) -> None:
+        # A KeyedPrf with an int M-ID (what Quick Mode passes) is called directly:
+        # the same bytes as the general path (bytes key, 4-byte M-ID).
+        keyed = KeyedPrf(SHA1, self.skeyid_a)
+        for mid in (MID, MID_B):
+            self.assertEqual(ipsec_keys.quick_mode_hash1(SHA1, keyed, mid, self.rest),
+                             _prf("sha1", self.skeyid_a, MID_B + self.rest))
+            self.assertEqual(ipsec_keys.quick_mode_hash2(SHA1, keyed, mid, NI_B, self.rest),
+                             _prf("sha1", self.skeyid_a, MID_B + NI_B + self.rest))
+            self.assertEqual(ipsec_keys.quick_mode_hash3(SHA1, keyed, mid, NI_B, NR_B),
+                             _prf("sha1", self.skeyid_a, b"\x00" + MID_B + NI_B + NR_B))
+        # What the general path refuses, it still refuses.
+        self.assertRaises(CryptoError, ipsec_keys.quick_mode_hash1, SHA1, keyed, -1, b"")
+        self.assertRaises(CryptoError, ipsec_keys.quick_mode_hash3, SHA1, keyed, 1 << 32,
+                          NI_B, NR_B)
+        self.assertRaises(CryptoError, ipsec_keys.quick_mode_hash2, SHA256, keyed, MID,
+                          NI_B, b"")
+
     def test_informational(self) -> None:
         delete = bytes.fromhex("0000001000000001030400010a0b0c0d")
         self.assertEqual(
@@ -343,6 +366,24 @@ class KeymatTests(SynchronousTestCase):
         peer_in, peer_out = ipsec_keys.derive_sa_key_pair(
             SHA1, self.skeyid_d, layout, theirs, ours, NI_B, NR_B)
         self.assertEqual((peer_in, peer_out), (outbound, inbound))
+
+    def test_key_bytes(self) -> None:
+        # derive_sa_key_bytes: derive_sa_key_pair's SPIs and keys, with a bytes key
+        # or a KeyedPrf, bytes or int SPIs.
+        layout = esp_layout(EspTransform.AES, 256, AuthAlgorithm.HMAC_SHA2_256)
+        ours, theirs = bytes.fromhex("11111111"), bytes.fromhex("22222222")
+        g_qm = b"\x42" * 32
+        for skeyid_d in (self.skeyid_d, KeyedPrf(SHA1, self.skeyid_d)):
+            for spis in ((ours, theirs), (0x11111111, 0x22222222)):
+                inbound, outbound = ipsec_keys.derive_sa_key_pair(
+                    SHA1, skeyid_d, layout, *spis, NI_B, NR_B, g_qm)
+                self.assertEqual(
+                    ipsec_keys.derive_sa_key_bytes(SHA1, skeyid_d, layout, *spis, NI_B, NR_B,
+                                                   g_qm),
+                    ((ours, inbound.enc_key, inbound.auth_key),
+                     (theirs, outbound.enc_key, outbound.auth_key)))
+                km = _keymat("sha1", self.skeyid_d, 3, ours, 64, g_qm)
+                self.assertEqual((inbound.enc_key, inbound.auth_key), (km[:32], km[32:]))
 
     def test_ah_protocol_byte(self) -> None:
         layout = ah_layout(AhTransform.SHA2_256)

@@ -19,7 +19,8 @@ Byte strings are passed as RFC 2409 names them, so that values logged by a peer
 
 KEYMAT for an SA uses the SPI that the *receiving* end chose (RFC 2409 §5.5: each
 SA's SPI is the one its destination picked), so our inbound SA uses our SPI and our
-outbound SA the peer's; :func:`derive_sa_key_pair` returns both.
+outbound SA the peer's; :func:`derive_sa_key_pair` returns both (and
+:func:`derive_sa_key_bytes` their bytes, for the installer).
 
 A missing KEY_LENGTH for AES-based transforms (decision, as for phase 1 in
 :mod:`isakmpd.crypto.cipher`): RFC 3602 §5.3, RFC 3686 §5.4 (``AES_CTR``), RFC
@@ -59,6 +60,7 @@ __all__ = [
     "SaKeys",
     "ah_layout",
     "auth_key_bytes",
+    "derive_sa_key_bytes",
     "derive_sa_key_pair",
     "derive_sa_keys",
     "esp_layout",
@@ -74,24 +76,38 @@ __all__ = [
 
 # --- Quick Mode and informational hashes (RFC 2409 §5.5, §5.7) --------------
 
+# Each Quick Mode computes HASH(1), (2) and (3): with a KeyedPrf of the right hash
+# and an int M-ID (what the exchange passes) the prf is called directly, the same
+# bytes as prf() of message_id_bytes() with two calls fewer; anything else takes
+# that general path, with its checks and errors.
+
 def quick_mode_hash1(hash_alg: int, skeyid_a: bytes | _prf.KeyedPrf, message_id: int | bytes,
                      payloads: bytes) -> bytes:
     """HASH(1) = prf(SKEYID_a, M-ID | SA | Ni [| KE] [| IDci | IDcr]) (RFC 2409 §5.5).
 
     ``payloads`` is everything after the HASH payload, as sent (RFC 2409 §5.5).
     """
+    if type(skeyid_a) is _prf.KeyedPrf and skeyid_a.algorithm == hash_alg \
+            and type(message_id) is int and 0 <= message_id <= 0xFFFFFFFF:
+        return skeyid_a(message_id.to_bytes(4, "big") + payloads)
     return _prf.prf(hash_alg, skeyid_a, message_id_bytes(message_id) + payloads)
 
 
 def quick_mode_hash2(hash_alg: int, skeyid_a: bytes | _prf.KeyedPrf, message_id: int | bytes,
                      ni_b: bytes, payloads: bytes) -> bytes:
     """HASH(2) = prf(SKEYID_a, M-ID | Ni_b | SA | Nr [| KE] [| IDci | IDcr])."""
+    if type(skeyid_a) is _prf.KeyedPrf and skeyid_a.algorithm == hash_alg \
+            and type(message_id) is int and 0 <= message_id <= 0xFFFFFFFF:
+        return skeyid_a(message_id.to_bytes(4, "big") + ni_b + payloads)
     return _prf.prf(hash_alg, skeyid_a, message_id_bytes(message_id) + ni_b + payloads)
 
 
 def quick_mode_hash3(hash_alg: int, skeyid_a: bytes | _prf.KeyedPrf, message_id: int | bytes,
                      ni_b: bytes, nr_b: bytes) -> bytes:
     """HASH(3) = prf(SKEYID_a, 0 | M-ID | Ni_b | Nr_b); the 0 is one zero octet."""
+    if type(skeyid_a) is _prf.KeyedPrf and skeyid_a.algorithm == hash_alg \
+            and type(message_id) is int and 0 <= message_id <= 0xFFFFFFFF:
+        return skeyid_a(b"\x00" + message_id.to_bytes(4, "big") + ni_b + nr_b)
     return _prf.prf(hash_alg, skeyid_a,
                     b"\x00" + message_id_bytes(message_id) + ni_b + nr_b)
 
@@ -401,11 +417,27 @@ def derive_sa_key_pair(hash_alg: int, skeyid_d: bytes | _prf.KeyedPrf, layout: K
 
     ``ni_b``/``nr_b`` stay in initiator/responder order whichever role we have.
     """
+    inbound, outbound = derive_sa_key_bytes(hash_alg, skeyid_d, layout, our_spi, peer_spi,
+                                            ni_b, nr_b, g_qm_xy)
+    return SaKeys(layout, *inbound), SaKeys(layout, *outbound)
+
+
+_SaKeyBytes = tuple[bytes, bytes, bytes]
+
+
+def derive_sa_key_bytes(hash_alg: int, skeyid_d: bytes | _prf.KeyedPrf, layout: KeymatLayout,
+                        our_spi: int | bytes, peer_spi: int | bytes, ni_b: bytes,
+                        nr_b: bytes, g_qm_xy: bytes | None = None
+                        ) -> tuple[_SaKeyBytes, _SaKeyBytes]:
+    """:func:`derive_sa_key_pair` as (SPI, encryption key, integrity key) tuples,
+    inbound then outbound: what the installer takes, without an :class:`SaKeys`
+    object per direction (two per protocol in every Quick Mode)."""
     if type(skeyid_d) is not _prf.KeyedPrf or skeyid_d.algorithm != hash_alg \
             or not 0 <= layout.protocol <= 0xFF:
         inbound = derive_sa_keys(hash_alg, skeyid_d, layout, our_spi, ni_b, nr_b, g_qm_xy)
         outbound = derive_sa_keys(hash_alg, skeyid_d, layout, peer_spi, ni_b, nr_b, g_qm_xy)
-        return inbound, outbound
+        return ((inbound.spi, inbound.enc_key, inbound.auth_key),
+                (outbound.spi, outbound.enc_key, outbound.auth_key))
     # Every Quick Mode's install: keymat() and split_keymat() for both SPIs in one
     # place, the same bytes with a fraction of the calls.
     enc_bytes = layout.enc_key_bytes
@@ -413,12 +445,14 @@ def derive_sa_key_pair(hash_alg: int, skeyid_d: bytes | _prf.KeyedPrf, layout: K
     head = (g_qm_xy or b"") + bytes((layout.protocol,))
     tail = ni_b + nr_b
     pair = []
-    for spi in (spi_bytes(our_spi), spi_bytes(peer_spi)):
+    # (spi_bytes() only for what is not bytes already: the SPIs as proposed are.)
+    for spi in (our_spi if type(our_spi) is bytes else spi_bytes(our_spi),
+                peer_spi if type(peer_spi) is bytes else spi_bytes(peer_spi)):
         seed = head + spi + tail
         block = skeyid_d(seed)
         material = block
         while len(material) < nbytes:
             block = skeyid_d(block + seed)
             material += block
-        pair.append(SaKeys(layout, spi, material[:enc_bytes], material[enc_bytes:nbytes]))
+        pair.append((spi, material[:enc_bytes], material[enc_bytes:nbytes]))
     return pair[0], pair[1]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from functools import lru_cache
 
 from isakmpd.config.store import Store
 from isakmpd.config.values import parse_int
@@ -46,6 +47,7 @@ __all__ = [
     "SERVICE_PORTS",
     "IdError",
     "id_from_section",
+    "id_is_address",
     "id_is_host",
     "id_network",
     "id_selector",
@@ -257,17 +259,49 @@ def id_is_host(id_payload: IdPayload) -> bool:
     return network is not None and network.prefixlen == network.max_prefixlen
 
 
+@lru_cache(maxsize=4096)
+def _address_bytes(address: str) -> bytes:
+    """The 4 or 16 bytes of numeric address text, remembered (bounded) as the
+    addresses themselves are in :mod:`isakmpd.wire.addresses`."""
+    return addresses.ip(address).packed
+
+
+def id_is_address(id_payload: IdPayload, address: str) -> bool:
+    """Whether ``id_payload`` names the one address ``address`` (numeric text): an
+    IPV4_ADDR or IPV6_ADDR ID of it, or a /32 or /128 subnet of it.
+
+    The same answer as ``ids_match(IdPayload.from_address(address), id_payload,
+    check_ports=False)`` without building that ID: a responder asks it for every
+    Quick Mode of a connection without Remote-ID.
+    """
+    data = _address_bytes(address)
+    id_type = id_payload.id_type
+    if id_type not in ADDRESS_ID_TYPES:
+        return False
+    if id_type == (_IPV4_ADDR if len(data) == 4 else _IPV6_ADDR) and id_payload.data == data:
+        return True             # an ID of the address itself (the usual case)
+    theirs = id_network(id_payload)
+    return theirs is not None and theirs == addresses.network_of(data, len(data) * 8)
+
+
 def id_selector(id_payload: IdPayload) -> str:
     """Selector text for the kernel: ``"203.0.113.0/25"``, ``"192.0.2.1/32"``.
 
     Raises :class:`IdError` for IDs that are not one address or one subnet.
     """
-    data = id_payload.data
-    if id_payload.id_type == _IPV4_ADDR and len(data) == 4:
-        # An IPv4 host (every peer's own ID, each a new one): str() of its /32
-        # network, without building the network.
+    # Every install turns the same few IDs (a connection's subnets, each peer's own
+    # address) into selectors, and making the text costs more than looking it up:
+    # the texts are remembered (bounded; an error is not).
+    return _selector_text(id_payload.id_type, bytes(id_payload.data))
+
+
+@lru_cache(maxsize=4096)
+def _selector_text(id_type: int, data: bytes) -> str:
+    """id_selector() of an ID of ``id_type`` and ``data``."""
+    if id_type == _IPV4_ADDR and len(data) == 4:
+        # An IPv4 host: str() of its /32 network, without building the network.
         return f"{data[0]}.{data[1]}.{data[2]}.{data[3]}/32"
-    if id_payload.id_type == _IPV4_ADDR_SUBNET and len(data) == 8:
+    if id_type == _IPV4_ADDR_SUBNET and len(data) == 8:
         # An IPv4 subnet (a connection's own, on every install): the same text as
         # str() of id_network's network (host bits cleared), without building it.
         prefix = _mask_prefix(data[4:])
@@ -275,6 +309,7 @@ def id_selector(id_payload: IdPayload) -> str:
             base = (int.from_bytes(data[:4], "big")
                     & int.from_bytes(data[4:], "big")).to_bytes(4, "big")
             return f"{base[0]}.{base[1]}.{base[2]}.{base[3]}/{prefix}"
+    id_payload = IdPayload(id_type, data)
     network = id_network(id_payload)
     if network is None:
         raise IdError(f"{id_string(id_payload)} is not an address or a subnet with a "

@@ -1401,13 +1401,8 @@ def quick_mode_select(store: Store, connection: str, offered: SaPayload,
     shape = ("qm-select", connection.lower(), nat_t, _offer_shape(offered))
     plan = store.memo(shape, lambda: _selection_plan(store, connection, offered, nat_t))
     if plan is not None:
-        group_index, picked, text = plan
-        group = _groups(offered.proposals)[group_index]
-        picks = [_Pick(group[index], read, proto, lives, mode)
-                 for index, read, proto, lives, mode in picked]
-        reply, suite = _build_choice(group, picks, spi_for)
-        suite._text = text          # what describe() would make (the SA's log lines)
-        return reply, suite
+        planned, text = plan
+        return _planned_choice(offered.proposals, planned, spi_for, text)
     suites = _p2_suites(store, connection)
     best: tuple[int, str] | None = None
     for group in _groups(offered.proposals):
@@ -1428,7 +1423,7 @@ def quick_mode_select(store: Store, connection: str, offered: SaPayload,
                 if best is None or score > best[0]:
                     best = (score, reason)
                 continue
-            return _build_choice(group, picks, spi_for)
+            return _build_choice(picks, spi_for)
     offered_text = _summary([_describe_p2_offer(g) for g in _groups(offered.proposals)])
     ours_text = _summary([_describe_p2_config(s) for s in suites])
     why = best[1] if best is not None else "nothing was offered"
@@ -1450,17 +1445,24 @@ def _offer_shape(offered: SaPayload) -> tuple[object, ...]:
     return tuple(shape)
 
 
-_PlannedPick = tuple[int, "_P2Offered", "_P2ProtoConfig", "_LifeCheck", EncapsulationMode]
+# Per chosen protocol, everything of the choice that does not depend on the offer's
+# SPIs: (index of its proposal in the offer, protocol, the received transform (sent
+# back as received, RFC 2408 §4.2), transform ID, mode, AUTHENTICATION_ALGORITHM,
+# KEY_LENGTH, lifetime seconds, kilobytes, replay window).
+_PlannedProtocol = tuple[int, ProtocolId, TransformPayload, int, EncapsulationMode,
+                         int | None, int | None, int | None, int | None, int]
+# The planned protocols, whether a lifetime was shortened, the PFS group and the
+# chosen proposal number.
+_Planned = tuple[tuple[_PlannedProtocol, ...], bool, int | None, int]
 
 
 def _selection_plan(store: Store, connection: str, offered: SaPayload, nat_t: bool
-                    ) -> tuple[int, tuple[_PlannedPick, ...], str] | None:
-    """The chosen group's index and, per protocol, (index in the group, reading,
-    our protocol section, lifetimes, mode), and the chosen suite's describe() text,
-    which names no SPI; None when nothing is acceptable (the caller then finds the
-    reason)."""
+                    ) -> tuple[_Planned, str] | None:
+    """The choice for an offer of this shape (indices into ``offered.proposals``)
+    and the chosen suite's describe() text, which names no SPI; None when nothing
+    is acceptable (the caller then finds the reason)."""
     suites = _p2_suites(store, connection)
-    for group_index, group in enumerate(_groups(offered.proposals)):
+    for group in _groups(offered.proposals):
         protocols = sorted(proposal.protocol_id for proposal in group)
         for suite in suites:
             if protocols != sorted(proto.protocol for proto in suite.protocols):
@@ -1468,10 +1470,10 @@ def _selection_plan(store: Store, connection: str, offered: SaPayload, nat_t: bo
             picks = _pick_protocols(group, suite, nat_t)
             if isinstance(picks, tuple):
                 continue
-            text = _build_choice(group, picks, lambda _protocol: b"")[1].describe()
-            return group_index, tuple(
-                (group.index(pick.proposal), pick.read, pick.proto, pick.lives, pick.mode)
-                for pick in picks), text
+            planned = _plan_picks(picks, offered.proposals)
+            text = _planned_choice(offered.proposals, planned, lambda _protocol: b"",
+                                   None)[1].describe()
+            return planned, text
     return None
 
 
@@ -1526,31 +1528,54 @@ def _pick_protocols(group: list[ProposalPayload], suite: _P2SuiteConfig, nat_t: 
     return picks
 
 
-def _build_choice(group: list[ProposalPayload], picks: list[_Pick],
-                  spi_for: Callable[[ProtocolId], bytes]) -> tuple[SaPayload, Phase2Suite]:
+def _build_choice(picks: list[_Pick], spi_for: Callable[[ProtocolId], bytes]
+                  ) -> tuple[SaPayload, Phase2Suite]:
+    proposals = [pick.proposal for pick in picks]
+    return _planned_choice(proposals, _plan_picks(picks, proposals), spi_for, None)
+
+
+def _plan_picks(picks: list[_Pick], proposals: list[ProposalPayload]) -> _Planned:
+    """What the choice of ``picks`` takes from them, each proposal named by its index
+    in ``proposals``."""
+    planned: list[_PlannedProtocol] = []
+    for pick in picks:
+        read = pick.read
+        index = next(i for i, proposal in enumerate(proposals) if proposal is pick.proposal)
+        planned.append((index, member(ProtocolId, pick.proposal.protocol_id), read.transform,
+                        int(read.transform.transform_id), pick.mode, read.auth,
+                        read.key_length, pick.lives.seconds, pick.lives.kilobytes,
+                        pick.proto.replay_window))
+    pfs = next((pick.read.group for pick in picks if not _pfs_free(pick.read)), None)
+    return (tuple(planned), any(pick.lives.shortened for pick in picks), pfs,
+            picks[0].proposal.number)
+
+
+_IPSEC_DOI = Doi.IPSEC
+_IDENTITY_ONLY = Situation.IDENTITY_ONLY
+
+
+def _planned_choice(proposals: list[ProposalPayload], plan: _Planned,
+                    spi_for: Callable[[ProtocolId], bytes], text: str | None
+                    ) -> tuple[SaPayload, Phase2Suite]:
+    """The reply SA and the suite of ``plan`` for the offer's ``proposals``: our SPI
+    (``spi_for``) and the peer's are all that differ between offers of one shape, so
+    every Quick Mode does only this (``text``: the suite's describe(), when known)."""
+    planned, shortened, pfs, number = plan
     reply_proposals: list[ProposalPayload] = []
     choices: list[ProtocolChoice] = []
-    shortened = False
-    for pick in picks:
-        protocol = member(ProtocolId, pick.proposal.protocol_id)
+    for (index, protocol, received, transform_id, mode, auth, key_length, seconds,
+         kilobytes, replay_window) in planned:
+        proposal = proposals[index]
         our_spi = bytes(spi_for(protocol))
-        received = pick.read.transform
         # Sent back as received (RFC 2408 §4.2).
-        transform = received.echo()
-        reply_proposals.append(ProposalPayload(pick.proposal.number, protocol, our_spi,
-                                               [transform]))
-        shortened |= pick.lives.shortened
+        reply_proposals.append(ProposalPayload(proposal.number, protocol, our_spi,
+                                               [received.echo()]))
         choices.append(ProtocolChoice(
-            protocol, int(transform.transform_id), pick.mode, pick.read.auth,
-            pick.read.key_length, pick.lives.seconds, pick.lives.kilobytes, our_spi,
-            bytes(pick.proposal.spi), pick.proto.replay_window))
-    pfs = None
-    for pick in picks:              # a loop, not next(genexpr): one frame fewer
-        if not _pfs_free(pick.read):
-            pfs = pick.read.group
-            break
-    suite = Phase2Suite(tuple(choices), pfs, shortened, group[0].number)
-    return SaPayload(Doi.IPSEC, Situation.IDENTITY_ONLY, reply_proposals), suite
+            protocol, transform_id, mode, auth, key_length, seconds, kilobytes, our_spi,
+            bytes(proposal.spi), replay_window))
+    suite = Phase2Suite(tuple(choices), pfs, shortened, number)
+    suite._text = text          # what describe() would make (the SA's log lines)
+    return SaPayload(_IPSEC_DOI, _IDENTITY_ONLY, reply_proposals), suite
 
 
 def _p2_reply_matches(mine: _P2Offered, reply: _P2Offered) -> tuple[bool, _LifeCheck]:
@@ -1722,13 +1747,16 @@ def find_passive_connection(store: Store, peer_section_or_none: str | None,
     # remembered; whether one without Remote-ID takes this peer depends on its
     # address, checked every time (a memo per peer address would grow with the
     # number of peers).
-    key = ("passive", peer_section_or_none, _id_key(idci), _id_key(idcr))
+    # (_id_key() of both written out: this runs for every Quick Mode)
+    key = ("passive", peer_section_or_none,
+           (int(idci.id_type), bytes(idci.data), idci.protocol, idci.port),
+           (int(idcr.id_type), bytes(idcr.data), idcr.protocol, idcr.port))
     matches = store.memo(key, lambda: _passive_matches(store, peer_section_or_none, idci,
                                                        idcr))
     for name, needs_address in matches:
         if not needs_address:
             return name
-        if nat_t or ids.ids_match(IdPayload.from_address(remote_ip), idci, check_ports=False):
+        if nat_t or ids.id_is_address(idci, remote_ip):
             return name
     return None
 

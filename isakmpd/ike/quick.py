@@ -55,7 +55,7 @@ either direction is accepted. strongSwan logs and ignores the notification.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from isakmpd.crypto import dh
 from isakmpd.crypto import prf as _prf
@@ -63,7 +63,7 @@ from isakmpd.crypto.ipsec_keys import (
     ISAKMPD_ESP_DEFAULT_KEY_BITS,
     KeymatLayout,
     ah_layout,
-    derive_sa_key_pair,
+    derive_sa_key_bytes,
     esp_layout,
     quick_mode_hash1,
     quick_mode_hash2,
@@ -74,7 +74,7 @@ from isakmpd.debug import DebugClass
 from isakmpd.ike import ids, natt, policy
 from isakmpd.ike.exchange import Exchange, ExchangeError, MessageSpec, Prehashed
 from isakmpd.ike.informational import lifetime_data, read_lifetime
-from isakmpd.ike.sa import Address, IpsecSA, SpiPair
+from isakmpd.ike.sa import Address, IpsecSA, IsakmpSA, SpiPair
 from isakmpd.kernel.interface import KernelError, KernelFlow, KernelSA
 from isakmpd.wire.constants import (
     EncapsulationMode,
@@ -98,6 +98,9 @@ from isakmpd.wire.payloads import (
     SaPayload,
 )
 
+if TYPE_CHECKING:
+    from isakmpd.ike.engine import Engine
+
 __all__ = ["QuickMode"]
 
 # Members the per-message steps use, as module names (an enum class attribute
@@ -108,6 +111,7 @@ _ID = PayloadType.ID
 _KEY_EXCH = PayloadType.KEY_EXCH
 _NOTIFY = PayloadType.NOTIFY
 _ESP = ProtocolId.IPSEC_ESP
+_IPCOMP = ProtocolId.IPCOMP
 _TUNNEL = EncapsulationMode.TUNNEL
 _TRANSPORT = EncapsulationMode.TRANSPORT
 _RESPONDER_LIFETIME = NotifyType.RESPONDER_LIFETIME
@@ -141,8 +145,15 @@ class QuickMode(Exchange):
     ENCRYPTED = frozenset({"send_qm1", "recv_qm1", "send_qm2", "recv_qm2", "send_qm3",
                            "recv_qm3"})
 
-    def __init__(self, *args: Any, connection: str | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, engine: Engine, sa: IsakmpSA, *, initiator: bool, message_id: int,
+                 local: Address, remote: Address, connection: str | None = None) -> None:
+        # Parameters spelt out and Exchange.__init__ named, not *args/**kwargs and
+        # super(): no tuple, dict and super object to build for every Quick Mode.
+        # Every attribute is set here rather than left to class-level defaults: the
+        # steps read them, and reading one the instance lacks is slower (measured:
+        # class defaults cost more per Quick Mode than these stores).
+        Exchange.__init__(self, engine, sa, initiator=initiator, message_id=message_id,
+                          local=local, remote=remote)
         self.connection = connection
         self.offer: SaPayload | None = None
         self.reply_sa: SaPayload | None = None
@@ -157,7 +168,7 @@ class QuickMode(Exchange):
         self._allocated: list[tuple[ProtocolId, bytes, str]] = []   # (protocol, SPI, dst)
         self._nat_oa: list[Payload] = []                  # NAT-OAi, NAT-OAr we send
         self.nat_oa_received: tuple[str, str] | None = None
-        self.started_seq = self.engine.next_seq()   # orders it against other SAs
+        self.started_seq = engine.next_seq()        # orders it against other SAs
         # Responder: the SA record whose inbound SAs went to the kernel with QM2,
         # and the outbound SAs built with them, waiting for QM3.
         self._early: IpsecSA | None = None
@@ -186,10 +197,11 @@ class QuickMode(Exchange):
         except KernelError as error:
             raise ExchangeError(None, f"{self.describe()}: no SPI from the kernel: "
                                       f"{error}") from None
-        self._allocated.append((member(ProtocolId, protocol), bytes(spi), dst))
-        if protocol == ProtocolId.IPCOMP:
-            return bytes(spi)[-2:]          # the CPI (RFC 2407 §4.4.5)
-        return bytes(spi)
+        spi = bytes(spi)
+        self._allocated.append((member(ProtocolId, protocol), spi, dst))
+        if protocol == _IPCOMP:
+            return spi[-2:]                 # the CPI (RFC 2407 §4.4.5)
+        return spi
 
     def failure_cleanup(self) -> None:
         """Give back SPIs we allocated for an SA that will not be installed, and take
@@ -207,7 +219,10 @@ class QuickMode(Exchange):
         was added and taken out again (a failed install) is no longer reserved; the
         kernel's error for it is expected.
         """
-        installed = {(s.protocol, s.spi, s.dst) for ipsec in ipsecs for s in ipsec.kernel_sas}
+        installed = set()           # (a loop, not a comprehension: one frame fewer)
+        for ipsec in ipsecs:
+            for kernel_sa in ipsec.kernel_sas:
+                installed.add((kernel_sa.protocol, kernel_sa.spi, kernel_sa.dst))
         for protocol, spi, dst in self._allocated:
             if (protocol, spi, dst) in installed:
                 continue
@@ -224,13 +239,30 @@ class QuickMode(Exchange):
         """prf(SKEYID_a, ·) for this exchange's three HASHes, keyed once per ISAKMP SA."""
         return self.sa.phase2_prfs()[0]
 
-    def _check_hash(self, message: Message, expected_of: Any, which: str) -> None:
+    def _check_hash(self, message: Message, which: int) -> None:
+        """Drop ``message`` unless its first payload is HASH(``which``) (1, 2 or 3)
+        as computed here (RFC 2409 §5.5)."""
         first = message.payloads[0] if message.payloads else None
         if not isinstance(first, HashPayload):
             raise ExchangeError(None, f"{self.describe()}: HASH is not the first payload, "
                                       "message dropped", fatal=False)
-        if not _prf.equal(expected_of(message), first.body_bytes()):
-            raise ExchangeError(None, f"{self.describe()}: {which} does not match, "
+        # The three formulas here rather than a callable per message, and the SA's
+        # prf(SKEYID_a, ·) fetched directly: fewer calls in both Quick Mode checks
+        # every exchange makes.
+        sa = self.sa
+        hash_alg = int(sa.suite.hash)
+        skeyid_a = sa.phase2_prfs()[0]
+        if which == 1:
+            expected = quick_mode_hash1(hash_alg, skeyid_a, self.message_id,
+                                        message.bytes_after(0))
+        elif which == 2:
+            expected = quick_mode_hash2(hash_alg, skeyid_a, self.message_id, self.ni_b,
+                                        message.bytes_after(0))
+        else:
+            expected = quick_mode_hash3(hash_alg, skeyid_a, self.message_id, self.ni_b,
+                                        self.nr_b)
+        if not _prf.equal(expected, first.body_bytes()):
+            raise ExchangeError(None, f"{self.describe()}: HASH({which}) does not match, "
                                       "message dropped", fatal=False)
 
     def _one_sa(self, message: Message) -> SaPayload:
@@ -252,7 +284,8 @@ class QuickMode(Exchange):
         return data
 
     def _ids(self, message: Message) -> tuple[IdPayload, IdPayload] | None:
-        found = [p for p in message.find(_ID) if isinstance(p, IdPayload)]
+        # (IdPayload is the ID type's class: one pass, without find())
+        found = [p for p in message.payloads if isinstance(p, IdPayload)]
         if not found:
             return None
         if len(found) != 2:
@@ -372,9 +405,7 @@ class QuickMode(Exchange):
         return [HashPayload(digest), *rest]
 
     def recv_qm2(self, message: Message, local: Address, remote: Address) -> None:
-        self._check_hash(message, lambda m: quick_mode_hash2(
-            self._hash_alg(), self._skeyid_a(), self.message_id, self.ni_b,
-            m.bytes_after(0)), "HASH(2)")
+        self._check_hash(message, 2)
         self.engine.peer_authenticated(self.sa, local, remote)
         reply = self._one_sa(message)
         assert self.offer is not None
@@ -461,9 +492,7 @@ class QuickMode(Exchange):
     # -- responder -----------------------------------------------------------------------
 
     def recv_qm1(self, message: Message, local: Address, remote: Address) -> None:
-        self._check_hash(message, lambda m: quick_mode_hash1(
-            self._hash_alg(), self._skeyid_a(), self.message_id, m.bytes_after(0)),
-            "HASH(1)")
+        self._check_hash(message, 1)
         self.engine.peer_authenticated(self.sa, local, remote)
         offered = self._one_sa(message)
         self.ni_b = self._nonce(message)
@@ -515,16 +544,17 @@ class QuickMode(Exchange):
             self.engine.debug(DebugClass.EXCHANGE, 40, "{what}: installing the inbound "
                               "SAs before QM2 failed ({error}); trying again after QM3",
                               what=self.describe(), error=str(error))
-        rest = self._rest(self.reply_sa, self.nr_b) + self._responder_lifetimes()
+        rest = self._rest(self.reply_sa, self.nr_b)
+        if self.suite.responder_lifetime:
+            rest += self._responder_lifetimes()
         rest_type, rest_bytes = encode_payload_chain(rest)
-        digest = quick_mode_hash2(self._hash_alg(), self._skeyid_a(), self.message_id,
+        sa = self.sa
+        digest = quick_mode_hash2(int(sa.suite.hash), sa.phase2_prfs()[0], self.message_id,
                                   self.ni_b, rest_bytes)
         return [HashPayload(digest), *rest], rest_type, rest_bytes
 
     def recv_qm3(self, message: Message, local: Address, remote: Address) -> None:
-        self._check_hash(message, lambda m: quick_mode_hash3(
-            self._hash_alg(), self._skeyid_a(), self.message_id, self.ni_b, self.nr_b),
-            "HASH(3)")
+        self._check_hash(message, 3)
         self.engine.peer_authenticated(self.sa, local, remote)
 
     # -- installing ----------------------------------------------------------------------
@@ -556,11 +586,12 @@ class QuickMode(Exchange):
         self.engine.log.info("{what}: the peer was sent DELETE for the SAs we could not "
                              "install", what=self.describe())
 
-    def _selectors(self) -> tuple[IdPayload, IdPayload]:
-        """(local, remote) traffic selectors: the IDs, else the SA's addresses."""
+    def _selectors(self, nat: bool) -> tuple[IdPayload, IdPayload]:
+        """(local, remote) traffic selectors: the IDs, else the SA's addresses.
+        ``nat``: whether NAT-T found a NAT (the caller has asked already)."""
         local_ip, remote_ip = self.sa.local[0], self.sa.remote[0]
         # Transport mode is looked at only through a NAT, where it matters.
-        if self.idci is None or self.idcr is None or (self.sa.nat.detected and all(
+        if self.idci is None or self.idcr is None or (nat and all(
                 natt.plain_mode(c.encapsulation) == _TRANSPORT for c in self.suite.protocols)):
             local_id = IdPayload.from_address(local_ip)
             remote_id = IdPayload.from_address(remote_ip)
@@ -594,15 +625,15 @@ class QuickMode(Exchange):
                 ipsec.kernel_sas.append(kernel_sa)
             if inbound_only:
                 return ipsec
-            if self._ondemand is None and not (self.engine.acquire_only
-                                               or store.has("General", "Acquire-Only")):
+            acquire_only, connections = _install_config(store)
+            if self._ondemand is None and not (self.engine.acquire_only or acquire_only):
                 for flow in self._flows(ipsec.local_id, ipsec.remote_id, ipsec.reqid):
                     kernel.add_flow(flow)
                     ipsec.flows.append(flow)
         except (KernelError, CryptoError, ids.IdError):
             self._undo(ipsec)
             raise
-        ipsec.stay_alive = ipsec.name.lower() in _configured_connections(store)
+        ipsec.stay_alive = ipsec.name.lower() in connections
         return ipsec
 
     def _build(self) -> tuple[IpsecSA, list[KernelSA], list[KernelSA]]:
@@ -614,7 +645,7 @@ class QuickMode(Exchange):
         nat = self.sa.nat.detected
         in_encap = (remote[1], local[1]) if nat else None
         out_encap = (local[1], remote[1]) if nat else None
-        local_sel, remote_sel = self._selectors()
+        local_sel, remote_sel = self._selectors(nat)
         # On demand (a kernel ACQUIRE): the template's reqid, its seq on the outbound
         # SA, and no flows (the administrator's policies are the flows). As responder
         # too: the peer may rekey our on-demand connection, and its SAs must not get
@@ -637,11 +668,14 @@ class QuickMode(Exchange):
         pairs: list[SpiPair] = []
         # prf(SKEYID_d, ·), keyed once per ISAKMP SA for every KEYMAT block.
         skeyid_d = self.sa.phase2_prfs()[1]
+        hash_alg = int(self.sa.suite.hash)
         compressed = len(self.suite.protocols) > 1 and any(
-            c.protocol == ProtocolId.IPCOMP for c in self.suite.protocols)
+            c.protocol == _IPCOMP for c in self.suite.protocols)
         for choice in self.suite.protocols:
-            protocol = member(ProtocolId, choice.protocol)
-            if protocol == ProtocolId.IPCOMP:
+            # ProtocolChoice holds members and a plain TUNNEL/TRANSPORT mode already
+            # (policy makes them so): no member() or plain_mode() call for them.
+            protocol = choice.protocol
+            if protocol == _IPCOMP:
                 into, outof = self._ipcomp_sas(choice, reqid)
                 inbound_sas.append(into)
                 outbound_sas.append(outof)
@@ -660,25 +694,24 @@ class QuickMode(Exchange):
                 else:
                     layout = ah_layout(choice.transform_id, choice.auth_algorithm)
                 _LAYOUTS[shape] = layout
-            inbound, outbound = derive_sa_key_pair(
-                self._hash_alg(), skeyid_d, layout, choice.our_spi, choice.peer_spi,
+            inbound, outbound = derive_sa_key_bytes(
+                hash_alg, skeyid_d, layout, choice.our_spi, choice.peer_spi,
                 self.ni_b, self.nr_b, self.g_qm_xy)
-            mode = natt.plain_mode(choice.encapsulation)
+            mode = choice.encapsulation
             if compressed:
-                mode = EncapsulationMode.TRANSPORT      # inside the IPComp SA
+                mode = _TRANSPORT                       # inside the IPComp SA
             auth = int(layout.auth_algorithm) if layout.auth_algorithm else None
             transform = int(choice.transform_id) if protocol == _ESP else None
-            for sa_keys, src, dst, encap, seq, into in (
+            for (spi, enc_key, auth_key), src, dst, encap, seq, into in (
                     (inbound, remote[0], local[0], in_encap, None, inbound_sas),
                     (outbound, local[0], remote[0], out_encap,
                      ondemand[1] if ondemand is not None else None, outbound_sas)):
                 # Every field by position (keywords cost a search each): lifetimes,
                 # replay window, encap, acquire_seq.
                 into.append(KernelSA(
-                    protocol, sa_keys.spi, src, dst, mode, transform,
-                    sa_keys.enc_key, auth, sa_keys.auth_key, reqid,
-                    choice.life_seconds, choice.life_kilobytes, choice.replay_window,
-                    encap, seq))
+                    protocol, spi, src, dst, mode, transform, enc_key, auth, auth_key,
+                    reqid, choice.life_seconds, choice.life_kilobytes,
+                    choice.replay_window, encap, seq))
             pairs.append(SpiPair(protocol, bytes(choice.our_spi), bytes(choice.peer_spi)))
             ipsec.life_seconds = choice.life_seconds
             ipsec.life_kilobytes = choice.life_kilobytes
@@ -722,7 +755,7 @@ class QuickMode(Exchange):
                 outer = choices[1]                  # IPCOMP + AH: AH inside IPComp
             compressed = outer.protocol != ProtocolId.IPCOMP and any(
                 c.protocol == ProtocolId.IPCOMP for c in choices)
-        mode = natt.plain_mode(outer.encapsulation)
+        mode = outer.encapsulation          # TUNNEL or TRANSPORT already (see _build)
         tunnel = mode == _TUNNEL
         local_ip, remote_ip = self.sa.local[0], self.sa.remote[0]
         local_net, remote_net = ids.id_selector(local_sel), ids.id_selector(remote_sel)
@@ -742,11 +775,13 @@ class QuickMode(Exchange):
         return flows
 
 
-def _configured_connections(store: Any) -> frozenset[str]:
-    """``[Phase 2] Connections``, lower-cased, remembered until the configuration
-    changes (every install asks whether its connection is one of them)."""
-    return store.memo(("p2-connections-lower",), lambda: frozenset(
-        name.lower() for name in store.get_list("Phase 2", "Connections")))
+def _install_config(store: Any) -> tuple[bool, frozenset[str]]:
+    """Whether ``[General] Acquire-Only`` is set, and ``[Phase 2] Connections``
+    lower-cased: what every install asks of the configuration, remembered until it
+    changes."""
+    return store.memo(("quick-install",), lambda: (
+        store.has("General", "Acquire-Only"),
+        frozenset(name.lower() for name in store.get_list("Phase 2", "Connections"))))
 
 
 def _kernel_cpi(cpi: bytes) -> bytes:
