@@ -60,6 +60,24 @@ class NatDTests(SynchronousTestCase):
         self.assertRaises(ValueError, natt.nat_d_hash, HashAlgorithm.SHA, b"short", CKY_R,
                           "192.0.2.1", 500)
 
+    def test_hashes_of_a_pair(self) -> None:
+        # nat_d_hashes (one call for both ends) and its fast IPv4 reading agree with
+        # nat_d_hash for every spelling ipaddress reads, and refuse what it refuses.
+        for local, remote in ((US, THEM), (("2001:db8::1", 500), ("::ffff:192.0.2.9", 4500)),
+                              (("::ffff:198.51.100.1", 4500), ("192.0.2.1", 0))):
+            self.assertEqual(natt.nat_d_hashes(HashAlgorithm.SHA, CKY_I, CKY_R, local, remote),
+                             (natt.nat_d_hash(HashAlgorithm.SHA, CKY_I, CKY_R, *local),
+                              natt.nat_d_hash(HashAlgorithm.SHA, CKY_I, CKY_R, *remote)))
+        self.assertEqual(natt.nat_d_hash(HashAlgorithm.SHA, CKY_I, CKY_R, "::ffff:192.0.2.9", 1),
+                         natt.nat_d_hash(HashAlgorithm.SHA, CKY_I, CKY_R, "192.0.2.9", 1))
+        for bad in ("192.0.2.01", "192.0.2", "192.0.2.256", "192.0.2.1 "):
+            self.assertRaises(ValueError, natt.nat_d_hashes, HashAlgorithm.SHA, CKY_I, CKY_R,
+                              (bad, 500), THEM)
+        self.assertRaises(ValueError, natt.nat_d_hashes, HashAlgorithm.SHA, CKY_I, b"short",
+                          US, THEM)
+        self.assertRaises(ValueError, natt.nat_d_hashes, HashAlgorithm.SHA, CKY_I, CKY_R,
+                          US, ("192.0.2.1", 65536))
+
     def test_payloads_remote_first(self) -> None:
         payloads = natt.nat_d_payloads(HashAlgorithm.SHA, CKY_I, CKY_R, US, THEM)
         self.assertEqual([p.data for p in payloads],

@@ -10,7 +10,8 @@ This module owns isakmpd's ``nat_traversal.c`` logic without its I/O (inventory 
   string without it but computed the hash with it), the DPD VID (RFC 3706 §5.1) sets
   ``dpd``. When both flags are set, RFC 3947 is preferred (:attr:`NatTCapability.use_rfc`);
 * the NAT-D hash, RFC 3947 §3.2: the negotiated phase 1 *plain* hash (not the PRF) of
-  CKY-I | CKY-R | IP (4 or 16 bytes) | port (2 bytes, network order);
+  CKY-I | CKY-R | IP (4 or 16 bytes) | port (2 bytes, network order) (:func:`nat_d_hash`;
+  :func:`nat_d_hashes` gives both ends of a message at once);
 * :func:`nat_d_payloads` builds the two NAT-D payloads, the remote address first and
   then ours (type 20 with RFC 3947, 130 with only the drafts), and :func:`check_nat_d`
   reads the received ones: each of our two addresses is looked for among all the
@@ -34,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import ipaddress
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -73,6 +75,7 @@ __all__ = [
     "check_nat_d",
     "encapsulation_for",
     "nat_d_hash",
+    "nat_d_hashes",
     "nat_d_payloads",
     "nat_d_verdict",
     "nat_oa_payloads",
@@ -131,8 +134,24 @@ def peer_capabilities(vendor_ids: Iterable[bytes | VendorPayload]) -> NatTCapabi
     return NatTCapability(rfc, draft, dpd)
 
 
-@lru_cache(maxsize=256)
+_inet_pton = socket.inet_pton
+_AF_INET = socket.AF_INET
+
+
 def _address_bytes(ip: str) -> bytes:
+    # Dotted-quad IPv4 text (what the socket reports for every IPv4 peer) packed by
+    # the C parser: a new peer's address would otherwise cost an ipaddress object
+    # (an lru miss, once per peer). inet_pton takes exactly four decimal octets
+    # without leading zeros, the text ipaddress takes too; anything else is
+    # ipaddress's to read.
+    try:
+        return _inet_pton(_AF_INET, ip)
+    except (OSError, TypeError, ValueError):
+        return _other_address_bytes(ip)
+
+
+@lru_cache(maxsize=256)
+def _other_address_bytes(ip: str) -> bytes:
     # IPv4-mapped IPv6 addresses are hashed as the IPv4 address the peer sees.
     address = addresses.ip(ip)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -148,6 +167,23 @@ def nat_d_hash(hash_alg: int, cookie_i: bytes, cookie_r: bytes, ip: str, port: i
         raise ValueError(f"port {port} is out of range")
     return plain_hash(hash_alg, bytes(cookie_i) + bytes(cookie_r) + _address_bytes(ip)
                       + port.to_bytes(2, "big"))
+
+
+def nat_d_hashes(hash_alg: int, cookie_i: bytes, cookie_r: bytes,
+                 local: tuple[str, int], remote: tuple[str, int]) -> tuple[bytes, bytes]:
+    """(:func:`nat_d_hash` of ``local``, of ``remote``) in one call: an exchange
+    needs both, to check the NAT-D it receives and to send its own."""
+    if len(cookie_i) != 8 or len(cookie_r) != 8:
+        raise ValueError("NAT-D needs both 8-byte cookies")
+    (local_ip, local_port), (remote_ip, remote_port) = local, remote
+    if not (0 <= local_port <= 0xffff and 0 <= remote_port <= 0xffff):
+        port = remote_port if 0 <= local_port <= 0xffff else local_port
+        raise ValueError(f"port {port} is out of range")
+    cookies = bytes(cookie_i) + bytes(cookie_r)
+    return (plain_hash(hash_alg, cookies + _address_bytes(local_ip)
+                       + local_port.to_bytes(2, "big")),
+            plain_hash(hash_alg, cookies + _address_bytes(remote_ip)
+                       + remote_port.to_bytes(2, "big")))
 
 
 def nat_d_payloads(hash_alg: int, cookie_i: bytes, cookie_r: bytes,
@@ -175,16 +211,18 @@ def check_nat_d(hash_alg: int, cookie_i: bytes, cookie_r: bytes,
               for item in received]
     if not hashes:
         return False, False
-    return nat_d_verdict(nat_d_hash(hash_alg, cookie_i, cookie_r, *local),
-                         nat_d_hash(hash_alg, cookie_i, cookie_r, *remote), hashes)
+    return nat_d_verdict(*nat_d_hashes(hash_alg, cookie_i, cookie_r, local, remote), hashes)
 
 
 def nat_d_verdict(mine: bytes, theirs: bytes,
                   received: Iterable[NatDPayload | bytes]) -> tuple[bool, bool]:
     """:func:`check_nat_d` with the hashes of our ``local`` (``mine``) and of the
-    ``remote`` address (``theirs``) already computed."""
-    hashes = [bytes(item.data if isinstance(item, NatDPayload) else item)
-              for item in received]
+    ``remote`` address (``theirs``) already computed (:func:`nat_d_hashes`)."""
+    # A plain loop (a comprehension makes a function object and a frame in 3.11):
+    # a phase 1 exchange checks one message this way.
+    hashes = []
+    for item in received:
+        hashes.append(bytes(item.data if isinstance(item, NatDPayload) else item))
     if not hashes:
         return False, False
     return mine not in hashes, theirs not in hashes

@@ -39,7 +39,7 @@ from isakmpd.crypto.cipher import cipher_spec
 from isakmpd.crypto.keys import IvChain, hash_i, hash_r, phase1_keys_and_prf
 from isakmpd.crypto.prf import CryptoError
 from isakmpd.ike import natt, policy
-from isakmpd.ike.exchange import Exchange, ExchangeError, MessageSpec
+from isakmpd.ike.exchange import Exchange, ExchangeError, MessageSpec, Prehashed
 from isakmpd.ike.informational import lifetime_data
 from isakmpd.ike.sa import Address
 from isakmpd.wire.constants import (
@@ -53,7 +53,7 @@ from isakmpd.wire.constants import (
     PayloadType,
     ProtocolId,
 )
-from isakmpd.wire.message import Message
+from isakmpd.wire.message import Message, encode_payload_chain
 from isakmpd.wire.payloads import (
     HashPayload,
     IdPayload,
@@ -97,6 +97,9 @@ _OUR_VIDS = {nat_t: tuple(VendorPayload(v) for v in (VID_OPENBSD,
                                                       *(NAT_T_VIDS if nat_t else ()),
                                                       VID_DPD))
              for nat_t in (False, True)}
+# ... and their chain, encoded once: MM1 and MM2 send it after the SA payload as a
+# Prehashed tail (exchange.encode then encodes only the SA in front of it).
+_OUR_VID_CHAINS = {nat_t: encode_payload_chain(vids) for nat_t, vids in _OUR_VIDS.items()}
 _DATA = attrgetter("data")
 
 
@@ -104,16 +107,19 @@ _DATA = attrgetter("data")
 # (bounded), not worked out per message.
 @lru_cache(maxsize=64)
 def _peer_vid_facts(have: tuple[bytes, ...], received: tuple[bytes, ...],
-                    ) -> tuple[tuple[bytes, ...], bool, natt.NatTCapability]:
+                    ) -> tuple[tuple[bytes, ...], bool, bool, bool]:
     """The peer's distinct VIDs once ``received`` joins ``have`` (in the order
     received, one shared copy of the well-known ones), whether ``received`` has
-    OpenBSD's, and the NAT-T capability of the whole list."""
+    OpenBSD's, and the NAT-T capability of the whole list: whether it can do NAT-T
+    and whether with RFC 3947 (read here, once, rather than through the
+    capability's properties per message)."""
     vids = list(have)
     for data in received:
         if data not in vids:
             vids.append(_KNOWN_VIDS.get(data, data))
     merged = tuple(vids)
-    return merged, VID_OPENBSD in received, natt.peer_capabilities(merged)
+    capability = natt.peer_capabilities(merged)
+    return merged, VID_OPENBSD in received, capability.nat_t, capability.use_rfc
 
 
 class Phase1(Exchange):
@@ -134,9 +140,9 @@ class Phase1(Exchange):
     peer_id: IdPayload | None = None
     # prf(SKEYID, ·) keyed once, for HASH_I and HASH_R; only while the exchange runs.
     _skeyid_prf: _prf.KeyedPrf | None = None
-    # NAT-D hash by address: the two we send are the two we check (RFC 3947 §3.2);
-    # made by the first NAT-D hash.
-    _nat_d: dict[Address, bytes] | None = None
+    # NAT-D hashes (local, remote, (hash of local, hash of remote)) of the last
+    # address pair: the two we send are usually the two we check (RFC 3947 §3.2).
+    _nat_d: tuple[Address, Address, tuple[bytes, bytes]] | None = None
     # The reply SA the responder chose in its first step.
     _reply_sa: SaPayload | None = None
 
@@ -218,15 +224,21 @@ class Phase1(Exchange):
     def vendor_payloads(self) -> tuple[Payload, ...]:
         return _OUR_VIDS[bool(self.engine.nat_t)]
 
+    def with_vendor_ids(self, sa_payload: SaPayload) -> Prehashed:
+        """``sa_payload`` followed by our VIDs, whose chain is encoded already."""
+        nat_t = bool(self.engine.nat_t)
+        tail_type, tail = _OUR_VID_CHAINS[nat_t]
+        return [sa_payload, *_OUR_VIDS[nat_t]], tail_type, tail
+
     def take_vendor_ids(self, message: Message) -> None:
         sa = self.sa
-        sa.peer_vids, openbsd, capability = _peer_vid_facts(
+        sa.peer_vids, openbsd, nat_t, use_rfc = _peer_vid_facts(
             sa.peer_vids, tuple(map(bytes, map(_DATA, message.find(_VENDOR)))))
         if openbsd:
             sa.openbsd_peer = True
-        if self.engine.nat_t and capability.nat_t:
+        if nat_t and self.engine.nat_t:
             sa.nat.peer_capable = True
-            sa.nat.rfc = capability.use_rfc
+            sa.nat.rfc = use_rfc
 
     def nat_d_payloads(self) -> list[Payload]:
         """NAT-D of the peer's address, then of ours (RFC 3947 §3.2)."""
@@ -235,33 +247,32 @@ class Phase1(Exchange):
             return []
         # natt.nat_d_payloads, with the hashes check_nat_d also needs.
         draft = not nat.rfc
-        return [NatDPayload(self._nat_d_hash(self.remote), draft=draft),
-                NatDPayload(self._nat_d_hash(self.local), draft=draft)]
+        mine, theirs = self._nat_d_hashes(self.local, self.remote)
+        return [NatDPayload(theirs, draft=draft), NatDPayload(mine, draft=draft)]
 
-    def _nat_d_hash(self, address: Address) -> bytes:
-        """natt.nat_d_hash of ``address`` with this SA's hash and cookies, once."""
+    def _nat_d_hashes(self, local: Address, remote: Address) -> tuple[bytes, bytes]:
+        """natt.nat_d_hashes of ``local`` and ``remote`` with this SA's hash and
+        cookies, worked out once per address pair (the responder checks in MM3
+        the pair it sends in MM4)."""
         known = self._nat_d
-        if known is None:
-            known = self._nat_d = {}
-        digest = known.get(address)
-        if digest is None:
-            sa = self.sa
-            digest = known[address] = natt.nat_d_hash(sa.suite.hash, sa.icookie,
-                                                      sa.rcookie, *address)
-        return digest
+        if known is not None and known[0] == local and known[1] == remote:
+            return known[2]
+        sa = self.sa
+        hashes = natt.nat_d_hashes(sa.suite.hash, sa.icookie, sa.rcookie, local, remote)
+        self._nat_d = (local, remote, hashes)
+        return hashes
 
     def check_nat_d(self, message: Message, local: Address, remote: Address) -> None:
         """Compare received NAT-D with the addresses this message travelled between."""
         nat = self.sa.nat
         if not nat.peer_capable:
             return
-        received = [p.data for p in message.payloads if p.__class__ is NatDPayload]
+        received = [p for p in message.payloads if p.__class__ is NatDPayload]
         if not received:
             return
-        # natt.nat_d_verdict, on the hashes just taken from the payloads.
-        nat.we_are_behind = self._nat_d_hash(local) not in received
-        nat.peer_is_behind = self._nat_d_hash(remote) not in received
-        if nat.detected:
+        nat.we_are_behind, nat.peer_is_behind = natt.nat_d_verdict(
+            *self._nat_d_hashes(local, remote), received)
+        if nat.we_are_behind or nat.peer_is_behind:        # (nat.detected, without the call)
             where = "we are" if nat.we_are_behind else "the peer is"
             if nat.we_are_behind and nat.peer_is_behind:
                 where = "both sides are"
@@ -456,8 +467,8 @@ class MainMode(Phase1):
     UNTIMED = frozenset({"send_mm2"})
 
     # initiator
-    def send_mm1(self) -> list[Payload]:
-        return [self.make_offer(), *self.vendor_payloads()]
+    def send_mm1(self) -> Prehashed:
+        return self.with_vendor_ids(self.make_offer())
 
     def recv_mm2(self, message: Message, local: Address, remote: Address) -> None:
         self.accept(message)
@@ -490,9 +501,9 @@ class MainMode(Phase1):
         self._reply_sa = self.select(message)
         self.take_vendor_ids(message)
 
-    def send_mm2(self) -> list[Payload]:
+    def send_mm2(self) -> Prehashed:
         assert self._reply_sa is not None
-        return [self._reply_sa, *self.vendor_payloads()]
+        return self.with_vendor_ids(self._reply_sa)
 
     def recv_mm3(self, message: Message, local: Address, remote: Address) -> None:
         self.g_xi = self.take_ke(message)
