@@ -19,9 +19,9 @@ tunnel, as the daemon does. Prints, for MODP2048 and ECP256 phase 1:
 
 The initiators run in the same process, so a pass of the garbage collector is
 charged to whichever side allocates when its threshold is crossed, and it scans
-the initiators' young objects too: the responder's figure holds collector work a
-responder alone would not do (about 50 us per ECP256 tunnel at 1,000 tunnels,
-measured with gc.callbacks). ``--rounds N`` repeats each CPU measurement and
+the initiators' young objects too. The passes that fell inside the responder's
+calls came to about 50 us per ECP256 tunnel at 1,000 tunnels (measured with
+gc.callbacks), part of it work a responder alone would not do. ``--rounds N`` repeats each CPU measurement and
 prints the median and the range.
 
 Usage: .venv/bin/python bench/handshakes.py [--tunnels N] [--quick N] [--rounds N]
