@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, NoReturn, Self
 
@@ -267,6 +267,25 @@ _U32X2 = struct.Struct("!II")
 _IBBH = struct.Struct("!IBBH")
 
 
+def _append_chain(append: Callable[[bytes], None], items: Sequence[Payload],
+                  more: int) -> None:
+    """Append each of ``items`` as generic header and body, its next-payload field
+    ``more`` but NONE for the last (proposals in an SA, transforms in a proposal).
+
+    Each item's ``encode(next_type)`` without its frame, and the header joined with
+    the rest instead of being put in front of the body first.
+    """
+    last = len(items) - 1
+    for i, item in enumerate(items):
+        body = item.encode_body()
+        next_type = more if i < last else _NONE
+        try:
+            append(_GENERIC.pack(next_type, 0, GENERIC_HEADER_SIZE + len(body)))
+        except struct.error:
+            encode_generic(next_type, body)     # raises, naming the field
+        append(body)
+
+
 def encode_generic(next_type: int, body: bytes) -> bytes:
     """Generic header (RFC 2408 §3.2) and ``body``; ValueError naming what does not fit.
 
@@ -474,18 +493,7 @@ class ProposalPayload(Payload):
                               _check_u8(len(self.spi), "SPI size"), len(transforms))
         spi = self.spi
         parts = [head, spi if spi.__class__ is bytes else bytes(spi)]
-        append = parts.append
-        last = len(transforms) - 1
-        for i, transform in enumerate(transforms):
-            # transform.encode(next_type) without its frame, and the header joined
-            # with the rest rather than put in front of the body first.
-            body = transform.encode_body()
-            next_type = _TRANSFORM if i < last else _NONE
-            try:
-                append(_GENERIC.pack(next_type, 0, GENERIC_HEADER_SIZE + len(body)))
-            except struct.error:
-                encode_generic(next_type, body)     # raises, naming the field
-            append(body)
+        _append_chain(parts.append, transforms, _TRANSFORM)
         return b"".join(parts)
 
     @classmethod
@@ -573,18 +581,7 @@ class SaPayload(Payload):
             if situation is not None:
                 head += _U32.pack(_check_u32(situation, "situation"))
         parts = [head]
-        append = parts.append
-        proposals = self.proposals
-        last = len(proposals) - 1
-        for i, proposal in enumerate(proposals):
-            # proposal.encode(next_type) inline, as in ProposalPayload.encode_body.
-            body = proposal.encode_body()
-            next_type = _PROPOSAL if i < last else _NONE
-            try:
-                append(_GENERIC.pack(next_type, 0, GENERIC_HEADER_SIZE + len(body)))
-            except struct.error:
-                encode_generic(next_type, body)     # raises, naming the field
-            append(body)
+        _append_chain(parts.append, self.proposals, _PROPOSAL)
         return b"".join(parts)
 
     @classmethod
