@@ -586,8 +586,57 @@ class Engine:
 
     def datagram_received(self, data: bytes, local: Address, remote: Address) -> None:
         """One ISAKMP message from the transport. Never raises."""
+        # The dispatch runs in this frame (no second method): every message takes it.
         try:
-            self._datagram(data if data.__class__ is bytes else bytes(data), local, remote)
+            if data.__class__ is not bytes:
+                data = bytes(data)
+            if not self.running:
+                return
+            if not self.nat_t and local[1] == self.nat_t_port and self.nat_t_port != self.port:
+                self._bad(remote, "NAT-T is disabled (-T), nothing is accepted on port "
+                          "{nat_t_port}", nat_t_port=self.nat_t_port)
+                return
+            try:
+                header = decode_header(data)
+            except DecodeError as error:
+                self._bad(remote, "{error}", error=error.message)
+                # Answer a bad header at most once, never a notification with one.
+                if not error.silent and len(data) >= HEADER_SIZE \
+                        and data[18] != ExchangeType.INFO:
+                    self.send_unprotected_notify(data[:8], data[8:16], error.notify, local,
+                                                 remote)
+                return
+            if header.rcookie == ZERO_COOKIE:
+                self._setup_message(data, header, local, remote)
+                return
+            sa = self.sadb.find_isakmp(header.icookie, header.rcookie)
+            if sa is None:
+                sa = self._adopt_rcookie(header, remote)
+            if sa is None:
+                if header.exchange_type == ExchangeType.INFO:
+                    own = self.sadb.find_isakmp_by_icookie(header.icookie, initiator=True)
+                    if own is not None and not header.encrypted:
+                        self._unprotected_info(own, data, header, remote)
+                        return
+                    self._bad(remote, "notification with unknown cookies {cookies}",
+                              cookies=header.icookie.hex() + ":" + header.rcookie.hex())
+                    return
+                self._bad(remote, "unknown cookies {cookies}",
+                          cookies=header.icookie.hex() + ":" + header.rcookie.hex())
+                self.send_unprotected_notify(header.icookie, header.rcookie,
+                                             NotifyType.INVALID_COOKIE, local, remote)
+                return
+            if sa.nat.floated and local[1] != self.nat_t_port:
+                # RFC 3947 §4: after the move, the plain port is not used for this SA.
+                self._bad(remote, "ISAKMP SA {name} has moved to port {nat_t_port}",
+                          name=sa.name, nat_t_port=self.nat_t_port)
+                return
+            if header.message_id == 0:
+                self._phase1_message(sa, data, header, local, remote)
+            else:
+                self._phase2_message(sa, data, header, local, remote)
+            if local[1] == self.nat_t_port:       # (_follow_float's first test, without a call)
+                self._follow_float(sa, data, local, remote)
         except Exception:  # noqa: BLE001 - nothing may escape into the transport
             self.log.failure("internal error handling {size} bytes from {ip}:{port}",
                              size=len(data), ip=remote[0], port=remote[1])
@@ -595,55 +644,6 @@ class Engine:
     def _bad(self, remote: Address, text: str, **kw: Any) -> None:
         self.log.info("message from {ip}:{port} dropped: " + text, ip=remote[0],
                       port=remote[1], **kw)
-
-    def _datagram(self, data: bytes, local: Address, remote: Address) -> None:
-        if not self.running:
-            return
-        if not self.nat_t and local[1] == self.nat_t_port and self.nat_t_port != self.port:
-            self._bad(remote, "NAT-T is disabled (-T), nothing is accepted on port "
-                      "{nat_t_port}", nat_t_port=self.nat_t_port)
-            return
-        try:
-            header = decode_header(data)
-        except DecodeError as error:
-            self._bad(remote, "{error}", error=error.message)
-            # Answer a bad header at most once, never a notification with one.
-            if not error.silent and len(data) >= HEADER_SIZE \
-                    and data[18] != ExchangeType.INFO:
-                self.send_unprotected_notify(data[:8], data[8:16], error.notify, local,
-                                             remote)
-            return
-        if header.rcookie == ZERO_COOKIE:
-            self._setup_message(data, header, local, remote)
-            return
-        sa = self.sadb.find_isakmp(header.icookie, header.rcookie)
-        if sa is None:
-            sa = self._adopt_rcookie(header, remote)
-        if sa is None:
-            if header.exchange_type == ExchangeType.INFO:
-                own = self.sadb.find_isakmp_by_icookie(header.icookie, initiator=True)
-                if own is not None and not header.encrypted:
-                    self._unprotected_info(own, data, header, remote)
-                    return
-                self._bad(remote, "notification with unknown cookies {cookies}",
-                          cookies=header.icookie.hex() + ":" + header.rcookie.hex())
-                return
-            self._bad(remote, "unknown cookies {cookies}",
-                      cookies=header.icookie.hex() + ":" + header.rcookie.hex())
-            self.send_unprotected_notify(header.icookie, header.rcookie,
-                                         NotifyType.INVALID_COOKIE, local, remote)
-            return
-        if sa.nat.floated and local[1] != self.nat_t_port:
-            # RFC 3947 §4: after the move, the plain port is not used for this SA.
-            self._bad(remote, "ISAKMP SA {name} has moved to port {nat_t_port}",
-                      name=sa.name, nat_t_port=self.nat_t_port)
-            return
-        if header.message_id == 0:
-            self._phase1_message(sa, data, header, local, remote)
-        else:
-            self._phase2_message(sa, data, header, local, remote)
-        if local[1] == self.nat_t_port:       # (_follow_float's first test, without a call)
-            self._follow_float(sa, data, local, remote)
 
     def _follow_float(self, sa: IsakmpSA, data: bytes, local: Address,
                       remote: Address) -> None:

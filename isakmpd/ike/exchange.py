@@ -316,23 +316,28 @@ class Exchange:
     def _run(self) -> None:
         """Run send steps until the script waits for a message or ends."""
         script = self._script
+        engine = self.engine
         try:
             while not self.done and self.step < len(script):
                 name, send, encrypted, timed, _required, _plain = script[self.step]
                 if not send:
                     return
                 if _LEVELS[_EXCHANGE_I] >= 30:
-                    self.engine.debug(_EXCHANGE, 30,
-                                      "{exchange.describe()}: step {step}", exchange=self,
-                                      step=name)
+                    engine.debug(_EXCHANGE, 30, "{exchange.describe()}: step {step}",
+                                 exchange=self, step=name)
                 payloads = getattr(self, name)()
                 self.step += 1
-                if payloads.__class__ is tuple:         # Prehashed
-                    payloads, tail_type, tail = payloads
-                    self._send(payloads, encrypted=encrypted, timed=timed,
-                               tail=(tail_type, tail))
-                else:
-                    self._send(payloads, encrypted=encrypted, timed=timed)
+                data = self.encode(payloads, encrypted)
+                # The send path, here rather than in a method of its own: one frame
+                # less per message sent. Any retransmission of our last message is
+                # off (the timer stays: see _tick).
+                self._retransmit_at = None
+                self.last_sent = data
+                self._replied_to_last = True
+                self.transmissions = 1              # this one (_transmit, without the call)
+                engine.transmit(data, self.local, self.remote)
+                if timed:
+                    self._schedule_retransmit()
             if not self.done and self.step >= len(script):
                 self.succeed(self.finish())
         except ExchangeError as error:
@@ -363,19 +368,20 @@ class Exchange:
         else:
             self._chain = chain
 
-    def encode(self, payloads: list[Payload], *, encrypt: bool,
-               tail: tuple[int, bytes] | None = None) -> bytes:
+    def encode(self, payloads: list[Payload] | Prehashed, encrypt: bool) -> bytes:
         """The datagram of a message of this exchange carrying ``payloads``.
 
-        ``tail``: (type, bytes) of ``payloads[1:]`` already encoded (see Prehashed).
+        ``payloads`` is what a send step returns: the payloads, or a Prehashed
+        (all but the first already encoded), encrypted when ``encrypt`` says so.
         """
         sa = self.sa
         engine = self.engine
-        if tail is None:
-            first, body = encode_payload_chain(payloads)
-        else:
+        if payloads.__class__ is tuple:         # Prehashed
+            payloads, tail_type, tail = payloads  # type: ignore[misc]
             head = payloads[0]
-            first, body = head.payload_type, head.encode(tail[0]) + tail[1]
+            first, body = head.payload_type, head.encode(tail_type) + tail
+        else:
+            first, body = encode_payload_chain(payloads)  # type: ignore[arg-type]
         # A Message object only for those who watch messages (capture, debug).
         if not encrypt:
             data = pack_header(sa.icookie, sa.rcookie, first, self.EXCHANGE_TYPE, _NO_FLAGS,
@@ -407,18 +413,6 @@ class Exchange:
     def _message(self, payloads: list[Payload]) -> Message:
         return Message(self.sa.icookie, self.sa.rcookie, self.EXCHANGE_TYPE, payloads,
                        _NO_FLAGS, self.message_id)
-
-    def _send(self, payloads: list[Payload], *, encrypted: bool, timed: bool,
-              tail: tuple[int, bytes] | None = None) -> None:
-        data = self.encode(payloads, encrypt=encrypted, tail=tail)
-        # Any retransmission of our last message is off (the timer stays: see _tick).
-        self._retransmit_at = None
-        self.last_sent = data
-        self._replied_to_last = True
-        self.transmissions = 1                  # this one (_transmit, without the call)
-        self.engine.transmit(data, self.local, self.remote)
-        if timed:
-            self._schedule_retransmit()
 
     def _transmit(self) -> None:
         assert self.last_sent is not None
@@ -492,25 +486,95 @@ class Exchange:
 
     def receive(self, data: bytes, header: Header, local: Address, remote: Address) -> None:
         """Handle one datagram for this exchange. Never raises."""
+        # The whole receive path in this one frame (every message takes it).
         try:
-            try:
-                self._receive(data, header, local, remote)
-            except NegotiationError as error:
-                raise ExchangeError(error.notify, f"{self.describe()}: {error.message}",
-                                    ) from None
-        except ExchangeError as error:
-            if error.fatal and not self.done:
-                self.fail(error)
+            # (received_last, without the call: the last message taken is in _seen)
+            if data in self._seen:                  # a duplicate
+                self.handle_duplicate(data, local, remote)
+                return
+            script = self._script
+            if self.done or self.step >= len(script) or script[self.step][1]:
+                raise ExchangeError(None, f"{self.describe()}: unexpected message "
+                                          f"({header.describe()}) in this state, ignored",
+                                    fatal=False)
+            name, _send, encrypted, _timed, required, plain = script[self.step]
+            # Decrypt (when the step is encrypted) and decode; ``chain`` is the IV
+            # chain to keep once the message is accepted. (Once a method of its
+            # own, open(): one frame less per message.)
+            body = data[HEADER_SIZE:]
+            # (header.encrypted, without the property's call)
+            if encrypted:
+                if not int(header.flags) & _ENC_BIT:
+                    raise ExchangeError(NotifyType.INVALID_FLAGS,
+                                        f"{self.describe()}: cleartext message where an "
+                                        "encrypted one is required", fatal=False, send=False)
+                # (iv_chain(), called only when a phase 2 chain is still to be made)
+                chain = self.sa.iv if self.PHASE == 1 else self._chain
+                if chain is None:
+                    chain = self.iv_chain()
+                if chain is None:
+                    raise ExchangeError(None, f"{self.describe()}: encrypted message but "
+                                              "no keys", fatal=False)
+                try:
+                    clear, chain = chain.decrypt(self.sa.cipher(), body)
+                    message = Message.from_body(header, clear, allow_padding=True)
+                except (CryptoError, DecodeError) as error:
+                    raise self.undecodable(error) from None
             else:
-                self.engine.log.info("{line}", line=error.message)
-                if error.send and error.notify is not None:
-                    self.engine.send_exchange_notification(self, error.notify)
+                if int(header.flags) & _ENC_BIT:
+                    raise ExchangeError(NotifyType.INVALID_FLAGS,
+                                        f"{self.describe()}: encrypted message where a "
+                                        "cleartext one is expected", fatal=False, send=False)
+                try:
+                    message = Message.from_body(header, body)
+                except DecodeError as error:
+                    raise ExchangeError(None if error.silent else error.notify,
+                                        f"{self.describe()}: malformed message: {error}",
+                                        ) from None
+                chain = None
+            engine = self.engine
+            capture = engine.capture            # (engine.watching, without the call)
+            if (capture is not None and capture.active) or _LEVELS[_MESSAGE_I] >= 10:
+                engine.message_in(message, data, local, remote)
+            if _LEVELS[_EXCHANGE_I] >= 30:
+                engine.debug(_EXCHANGE, 30, "{exchange.describe()}: step {step}",
+                             exchange=self, step=name)
+            present = set(map(_TYPE_OF, message.payloads))
+            if not (present >= required and present <= plain):
+                self.check_payloads(name, message)     # refuses, or logs what it ignores
+            getattr(self, name)(message, local, remote)
+            # Accepted: the IV chain moves on, the reply goes where this came from.
+            if chain is not None:               # (set_iv_chain, without the call)
+                if self.PHASE == 1:
+                    self.sa.iv = chain
+                else:
+                    self._chain = chain
+            self.local, self.remote = local, remote
+            self._retransmit_at = None              # no more retransmission (see _tick)
+            self.last_received = data
+            self._seen += (data,)
+            self._replied_to_last = False
+            self.step += 1
+            self._run()
+        except (ExchangeError, NegotiationError) as error:
+            self._refused(error)
         except Exception as error:  # noqa: BLE001 - a bug must not kill the daemon
             self.engine.log.failure("{exchange}: internal error handling a message",
                                     Failure(error), exchange=self.describe())
             if not self.done:
                 self.fail(ExchangeError(None, f"{self.describe()}: internal error: "
                                               f"{error!r}"), log=False)
+
+    def _refused(self, error: ExchangeError | NegotiationError) -> None:
+        """A message was refused: end the exchange if ``error`` is fatal, else log it."""
+        if isinstance(error, NegotiationError):
+            error = ExchangeError(error.notify, f"{self.describe()}: {error.message}")
+        if error.fatal and not self.done:
+            self.fail(error)
+        else:
+            self.engine.log.info("{line}", line=error.message)
+            if error.send and error.notify is not None:
+                self.engine.send_exchange_notification(self, error.notify)
 
     def received_last(self, data: bytes) -> bool:
         """Was ``data`` the last message this exchange took?"""
@@ -527,77 +591,6 @@ class Exchange:
             return
         self.engine.debug(_MESSAGE, 20,
                           "{exchange.describe()}: duplicate message ignored", exchange=self)
-
-    def _receive(self, data: bytes, header: Header, local: Address, remote: Address) -> None:
-        if data == self.last_received or data in self._seen:     # a duplicate
-            self.handle_duplicate(data, local, remote)
-            return
-        script = self._script
-        if self.done or self.step >= len(script) or script[self.step][1]:
-            raise ExchangeError(None, f"{self.describe()}: unexpected message "
-                                      f"({header.describe()}) in this state, ignored",
-                                fatal=False)
-        name, _send, encrypted, _timed, required, plain = script[self.step]
-        message, chain = self.open(data, header, encrypted)
-        capture = self.engine.capture       # (engine.watching, without the call)
-        if (capture is not None and capture.active) or _LEVELS[_MESSAGE_I] >= 10:
-            self.engine.message_in(message, data, local, remote)
-        if _LEVELS[_EXCHANGE_I] >= 30:
-            self.engine.debug(_EXCHANGE, 30, "{exchange.describe()}: step {step}",
-                              exchange=self, step=name)
-        present = set(map(_TYPE_OF, message.payloads))
-        if not (present >= required and present <= plain):
-            self.check_payloads(name, message)     # refuses, or logs what it ignores
-        getattr(self, name)(message, local, remote)
-        # Accepted: the IV chain moves on, the reply goes where this came from.
-        if chain is not None:               # (set_iv_chain, without the call)
-            if self.PHASE == 1:
-                self.sa.iv = chain
-            else:
-                self._chain = chain
-        self.local, self.remote = local, remote
-        self._retransmit_at = None              # no more retransmission (see _tick)
-        self.last_received = data
-        self._seen += (data,)
-        self._replied_to_last = False
-        self.step += 1
-        self._run()
-
-    def open(self, data: bytes, header: Header, encrypted: bool,
-             ) -> tuple[Message, IvChain | None]:
-        """Decrypt (when the step is ``encrypted``) and decode a message.
-
-        Returns the message and the IV chain to keep once it is accepted.
-        """
-        body = data[HEADER_SIZE:]
-        # (header.encrypted, without the property's call)
-        if encrypted:
-            if not int(header.flags) & _ENC_BIT:
-                raise ExchangeError(NotifyType.INVALID_FLAGS,
-                                    f"{self.describe()}: cleartext message where an "
-                                    "encrypted one is required", fatal=False, send=False)
-            # (iv_chain(), called only when a phase 2 chain is still to be made)
-            chain = self.sa.iv if self.PHASE == 1 else self._chain
-            if chain is None:
-                chain = self.iv_chain()
-            if chain is None:
-                raise ExchangeError(None, f"{self.describe()}: encrypted message but no "
-                                          "keys", fatal=False)
-            try:
-                plain, chain = chain.decrypt(self.sa.cipher(), body)
-                message = Message.from_body(header, plain, allow_padding=True)
-            except (CryptoError, DecodeError) as error:
-                raise self.undecodable(error) from None
-            return message, chain
-        if int(header.flags) & _ENC_BIT:
-            raise ExchangeError(NotifyType.INVALID_FLAGS,
-                                f"{self.describe()}: encrypted message where a cleartext "
-                                "one is expected", fatal=False, send=False)
-        try:
-            return Message.from_body(header, body), None
-        except DecodeError as error:
-            raise ExchangeError(None if error.silent else error.notify,
-                                f"{self.describe()}: malformed message: {error}") from None
 
     def undecodable(self, error: Exception) -> ExchangeError:
         """What an encrypted message that does not decrypt to valid payloads means.
