@@ -8,6 +8,7 @@ test.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 
@@ -157,6 +158,21 @@ class Phase1KeysTests(SynchronousTestCase):
         got = keys.derive_phase1_keys(SHA1, AES, None, G_XY, NI_B, NR_B, CKY_I, CKY_R,
                                       psk=PSK, defaults=STRONGSWAN_DEFAULT_KEY_BITS)
         self.assertEqual(len(got.cipher_key), 16)
+
+    def test_built_like_the_dataclass(self) -> None:
+        # phase1_keys_and_prf fills the slots directly: the object must be what the
+        # dataclass constructor makes (equal, same hash, every field set) and stay
+        # frozen.
+        got, _ = keys.phase1_keys_and_prf(SHA1, AES, 128, G_XY, NI_B, NR_B, CKY_I, CKY_R,
+                                          psk=PSK)
+        fields = (got.hash_algorithm, got.skeyid, got.skeyid_d, got.skeyid_a,
+                  got.skeyid_e, got.cipher_algorithm, got.cipher_key)
+        made = keys.Phase1Keys(*fields)
+        self.assertEqual(got, made)
+        self.assertEqual(hash(got), hash(made))
+        self.assertIs(type(got), keys.Phase1Keys)
+        self.assertEqual((got.hash_algorithm, got.cipher_algorithm), (SHA1, AES))
+        self.assertRaises(dataclasses.FrozenInstanceError, setattr, got, "skeyid", b"")
 
     def test_repr_hides_keys(self) -> None:
         got = keys.derive_phase1_keys(SHA1, AES, 128, G_XY, NI_B, NR_B, CKY_I, CKY_R,

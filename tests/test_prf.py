@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -204,6 +205,9 @@ class KeyedPrfTests(SynchronousTestCase):
             for key in (b"", b"k", bytes(range(64)), bytes(range(129)), b"x" * 200):
                 keyed = prf.KeyedPrf(alg, key)
                 for data in (b"", b"data", bytes(300)):
+                    # ... and both as the standard library computes it.
+                    self.assertEqual(prf.prf(alg, key, data),
+                                     hmac.digest(key, data, prf.hash_spec(alg).hashlib_name))
                     self.assertEqual(keyed(data), prf.prf(alg, key, data))
                     self.assertEqual(prf.prf(alg, keyed, data), prf.prf(alg, key, data))
 

@@ -186,10 +186,34 @@ def phase1_keys_and_prf(
     skeyid_d = keyed(tail + b"\x00")
     skeyid_a = keyed(skeyid_d + tail + b"\x01")
     skeyid_e = keyed(skeyid_a + tail + b"\x02")
-    keys = Phase1Keys(keyed.algorithm, skeyid, skeyid_d, skeyid_a, skeyid_e,
-                      cipher_spec(cipher_alg).algorithm,
-                      expand_cipher_key(hash_alg, skeyid_e, nbytes))
+    keys = _phase1_keys(keyed.algorithm, skeyid, skeyid_d, skeyid_a, skeyid_e,
+                        cipher_spec(cipher_alg).algorithm,
+                        expand_cipher_key(hash_alg, skeyid_e, nbytes))
     return keys, keyed
+
+
+# Phase1Keys(...) for the fields phase1_keys_and_prf has just made, filled in through
+# the slots' own setters (as _chain below does for IvChain): the frozen dataclass's
+# __init__ sets each of the seven fields with object.__setattr__, about 5,000
+# instructions more per ISAKMP SA.
+_set_phase1_keys = tuple(Phase1Keys.__dict__[name].__set__ for name in (
+    "hash_algorithm", "skeyid", "skeyid_d", "skeyid_a", "skeyid_e", "cipher_algorithm",
+    "cipher_key"))
+
+
+def _phase1_keys(hash_algorithm: HashAlgorithm, skeyid: bytes, skeyid_d: bytes,
+                 skeyid_a: bytes, skeyid_e: bytes, cipher_algorithm: EncryptionAlgorithm,
+                 cipher_key: bytes) -> Phase1Keys:
+    (set_hash, set_skeyid, set_d, set_a, set_e, set_cipher, set_key) = _set_phase1_keys
+    keys: Phase1Keys = object.__new__(Phase1Keys)
+    set_hash(keys, hash_algorithm)
+    set_skeyid(keys, skeyid)
+    set_d(keys, skeyid_d)
+    set_a(keys, skeyid_a)
+    set_e(keys, skeyid_e)
+    set_cipher(keys, cipher_algorithm)
+    set_key(keys, cipher_key)
+    return keys
 
 
 # --- HASH_I / HASH_R (RFC 2409 §5) ------------------------------------------
