@@ -84,6 +84,28 @@ class TimerTests(SynchronousTestCase):
         self.assertEqual((call.func.__name__, call.getTime()), ("_hard_expired", 1200))
         self.assertTrue(ipsec.fading or ipsec.ready)
 
+    def test_timers_view_shows_the_timer_slots_by_purpose(self) -> None:
+        """``timers`` is a live mapping over the SA's call slots (no dict per SA)."""
+        [ipsec] = self.east.engine.sadb.ipsec_sas()
+        timers = ipsec.timers
+        self.assertEqual(list(timers), ["soft"])
+        self.assertIs(timers["soft"], ipsec.soft_call)
+        self.assertIn("soft", timers)
+        self.assertNotIn("hard", timers)
+        self.assertIsNone(timers.get("replaced"))
+        self.assertEqual(len(timers), 1)
+        with self.assertRaises(KeyError):
+            timers["other"] = None
+        call = timers.pop("soft")
+        self.assertIsNone(ipsec.soft_call)
+        self.assertEqual(dict(ipsec.timers), {})
+        timers["hard"] = call
+        self.assertIs(ipsec.hard_call, call)
+        ipsec.cancel_timers()
+        self.assertIsNone(ipsec.hard_call)
+        self.assertFalse(call.active())
+        self.assertEqual(lifetime_calls(self.network.clock, ipsec), [])
+
     def test_soft_expiry_is_random_per_sa(self) -> None:
         clock = self.network.clock
         times = {soft_at(clock, sa) for node in (self.west, self.east)

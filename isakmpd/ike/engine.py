@@ -193,6 +193,10 @@ class Engine:
         self.capture: Any = None
         # Dynamic connections made from kernel ACQUIREs (inventory §4.9).
         self.ondemand = OnDemand(self)
+        # The SA expiry callbacks, bound once: a method bound per callLater would be
+        # one more object every ready SA keeps (with its timer) for the collector.
+        self._soft_expired_call = self._soft_expired
+        self._hard_expired_call = self._hard_expired
 
     # -- configuration -----------------------------------------------------------
 
@@ -1116,12 +1120,16 @@ class Engine:
         ``soft_at``/``hard_at`` say when; only the next of the two has a timer (the
         soft one schedules the hard one), which halves what thousands of SAs keep.
         """
-        timers = sa.timers
-        if timers:                          # (a new SA has none)
-            for purpose in ("soft", "hard"):
-                call = timers.pop(purpose, None)
-                if call is not None and call.active():
-                    call.cancel()
+        call = sa.soft_call                 # (a new SA has neither call)
+        if call is not None:
+            sa.soft_call = None
+            if call.active():
+                call.cancel()
+        call = sa.hard_call
+        if call is not None:
+            sa.hard_call = None
+            if call.active():
+                call.cancel()
         lifetime = sa.life_seconds
         if not lifetime or lifetime <= 0:
             sa.soft_at = sa.hard_at = None
@@ -1131,8 +1139,8 @@ class Engine:
         low, high = SOFT_EXPIRY_PERMILLE
         sa.soft_at = start + lifetime * (low + self.rng.randbelow(high - low + 1)) / 1000
         sa.hard_at = start + lifetime
-        timers["soft"] = self.clock.callLater(max(0.0, sa.soft_at - now),
-                                              self._soft_expired, sa)
+        sa.soft_call = self.clock.callLater(max(0.0, sa.soft_at - now),
+                                            self._soft_expired_call, sa)
         if _LEVELS[_DEBUG_SA_I] >= 30:         # (every new SA comes here)
             self.debug(_DEBUG_SA, 30, "{sa.describe()}: soft expiry in {soft:.0f} s, hard "
                        "expiry in {hard:.0f} s", sa=sa, soft=sa.soft_at - now,
@@ -1144,22 +1152,21 @@ class Engine:
         self.sadb.mark_replaced(old)
         log_info(self.log, "{old} replaced by {new}", old=old.describe(),
                  new=new.describe() if new_text is None else new_text)
-        if delete and "replaced" not in old.timers:
-            old.timers["replaced"] = self.clock.callLater(REPLACED_GRACE,
-                                                          self._drop_replaced, old)
+        if delete and old.replaced_call is None:
+            old.replaced_call = self.clock.callLater(REPLACED_GRACE, self._drop_replaced, old)
 
     def _drop_replaced(self, ipsec: IpsecSA) -> None:
-        ipsec.timers.pop("replaced", None)
+        ipsec.replaced_call = None
         if ipsec.state is SaState.DEAD:
             return
         self.log.info("deleting replaced {sa}", sa=ipsec.describe())
         self.delete_ipsec_sa(ipsec)
 
     def _soft_expired(self, sa: IsakmpSA | IpsecSA) -> None:
-        sa.timers.pop("soft", None)
+        sa.soft_call = None
         if sa.state is not SaState.DEAD and sa.hard_at is not None:
-            sa.timers["hard"] = self.clock.callLater(max(0.0, sa.hard_at - self.now()),
-                                                     self._hard_expired, sa)
+            sa.hard_call = self.clock.callLater(max(0.0, sa.hard_at - self.now()),
+                                                self._hard_expired_call, sa)
         if not sa.ready or not self.running:
             return
         if isinstance(sa, IsakmpSA):
@@ -1175,7 +1182,7 @@ class Engine:
         self.log.info("soft expiry of {sa}: fading, not renegotiated", sa=sa.describe())
 
     def _hard_expired(self, sa: IsakmpSA | IpsecSA) -> None:
-        sa.timers.pop("hard", None)
+        sa.hard_call = None
         if sa.state is SaState.DEAD:
             return
         self.log.info("hard expiry of {sa}: deleting it", sa=sa.describe())
@@ -1224,7 +1231,7 @@ class Engine:
         """
         count = 0
         for ipsec in self.sadb.ipsec_sas():
-            call = ipsec.timers.get("soft")
+            call = ipsec.soft_call
             if not ipsec.ready or call is None or not call.active():
                 continue
             if self._negotiating(ipsec.name):
@@ -1277,7 +1284,7 @@ class Engine:
             return
         if self.ondemand.kernel_soft_expired(ipsec, bytes_used):
             return
-        call = ipsec.timers.get("soft")
+        call = ipsec.soft_call
         if not ipsec.ready or call is None or not call.active():
             self.debug(DebugClass.SA, 30, "kernel soft expiry of {sa}: already handled by "
                        "its own soft expiry", sa=ipsec.describe())

@@ -11,7 +11,8 @@ peer, by name and by SPI.
 
 The objects are plain records: exchanges fill them in, the engine adds and removes
 them. Nothing here sends, schedules or touches the kernel; the engine keeps each
-ready SA's expiry timers (soft, hard, replaced-grace) in its ``timers`` and the
+ready SA's expiry timers (soft, hard, replaced-grace) in its ``soft_call``,
+``hard_call`` and ``replaced_call`` (``timers`` shows them by purpose) and the
 database cancels them whenever an SA leaves it, so a removed SA never leaves a
 timer behind. ``replaced`` / ``fading`` are isakmpd's SA_FLAG_REPLACED / FADING
 (inventory §4.9). ``repr`` never shows key material (the key holders' own ``repr``
@@ -21,6 +22,7 @@ hide it).
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,6 +42,7 @@ __all__ = [
     "NatState",
     "SaDatabase",
     "SaState",
+    "TimerView",
 ]
 
 Address = tuple[str, int]
@@ -60,16 +63,76 @@ _READY = SaState.READY
 
 
 class _Timed:
-    """Expiry timers of an SA (IDelayedCalls by purpose), cancelled when it goes."""
+    """Expiry timers of an SA (IDelayedCalls by purpose), cancelled when it goes.
+
+    The calls are kept in the SA's own slots (``soft_call``, ``hard_call``,
+    ``replaced_call``) rather than in a dict per SA: a gateway keeps every ready SA
+    for hours, and such a dict is one more object per SA for the garbage collector
+    to scan. :attr:`timers` shows them as a mapping by purpose for the rare readers
+    (reports, the kernel's expiries, tests).
+    """
 
     __slots__ = ()
-    timers: dict[str, Any]
+    soft_call: Any
+    hard_call: Any
+    replaced_call: Any
+
+    @property
+    def timers(self) -> TimerView:
+        """The pending calls by purpose ("soft", "hard", "replaced"), a live view."""
+        return TimerView(self)
 
     def cancel_timers(self) -> None:
-        for call in self.timers.values():
-            if call.active():
-                call.cancel()
-        self.timers.clear()
+        for name in _TIMER_SLOTS:
+            call = getattr(self, name)
+            if call is not None:
+                setattr(self, name, None)
+                if call.active():
+                    call.cancel()
+
+
+# A timer's purpose -> the slot that holds its call.
+_TIMER_SLOT = {"soft": "soft_call", "hard": "hard_call", "replaced": "replaced_call"}
+_TIMER_SLOTS = tuple(_TIMER_SLOT.values())
+
+
+class TimerView(MutableMapping[str, Any]):
+    """An SA's timer slots as a mapping by purpose, made when asked for.
+
+    Only the three purposes exist: storing under another raises KeyError.
+    """
+
+    __slots__ = ("_sa",)
+
+    def __init__(self, sa: _Timed) -> None:
+        self._sa = sa
+
+    def __getitem__(self, purpose: str) -> Any:
+        call = getattr(self._sa, _TIMER_SLOT[purpose])
+        if call is None:
+            raise KeyError(purpose)
+        return call
+
+    def __setitem__(self, purpose: str, call: Any) -> None:
+        setattr(self._sa, _TIMER_SLOT[purpose], call)
+
+    def __delitem__(self, purpose: str) -> None:
+        name = _TIMER_SLOT[purpose]
+        if getattr(self._sa, name) is None:
+            raise KeyError(purpose)
+        setattr(self._sa, name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        sa = self._sa
+        return iter([purpose for purpose, name in _TIMER_SLOT.items()
+                     if getattr(sa, name) is not None])
+
+    def __len__(self) -> int:
+        sa = self._sa
+        return sum(getattr(sa, name) is not None for name in _TIMER_SLOTS)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 @dataclass(slots=True)
@@ -121,18 +184,22 @@ class IsakmpSA(_Timed):
     life_seconds: int | None = None  # what the timers use (28800 when none negotiated)
     replaced: bool = False            # a newer ready SA with the same peer exists
     fading: bool = False              # soft-expired and not renegotiated
-    # Expiry (engine clock time) while ready with a lifetime; timers holds only
-    # the next one's call.
+    # Expiry (engine clock time) while ready with a lifetime; only the next of the
+    # two has a pending call.
     soft_at: float | None = None
     hard_at: float | None = None
-    timers: dict[str, Any] = field(default_factory=dict)
+    # The pending expiry calls (see _Timed; ``timers`` shows them by purpose).
+    soft_call: Any = field(default=None, init=False, repr=False)
+    hard_call: Any = field(default=None, init=False, repr=False)
+    replaced_call: Any = field(default=None, init=False, repr=False)
     # What cipher() and phase2_prfs() made, with the keys they were made from (in
-    # slots of their own rather than a (keys, value) tuple: one object less per SA,
-    # and nothing built per message to return).
+    # slots of their own rather than (keys, value) or (prf, prf) tuples: each would
+    # be one more object per SA for the garbage collector to scan).
     _cipher_keys: Phase1Keys | None = field(default=None, repr=False)
     _cipher: Phase1Cipher | None = field(default=None, repr=False)
     _prf_keys: Phase1Keys | None = field(default=None, repr=False)
-    _prfs: tuple[KeyedPrf, KeyedPrf] | None = field(default=None, repr=False)
+    _prf_a: KeyedPrf | None = field(default=None, repr=False)
+    _prf_d: KeyedPrf | None = field(default=None, repr=False)
 
     MAX_REMEMBERED_IDS = 256
 
@@ -171,12 +238,12 @@ class IsakmpSA(_Timed):
         keys = self.keys
         if keys is None:
             raise ValueError("this ISAKMP SA has no keys yet")
-        prfs = self._prfs
-        if prfs is None or self._prf_keys is not keys:
+        if self._prf_keys is not keys:      # (None until the first call)
             alg = int(self.suite.hash)
-            prfs = self._prfs = (KeyedPrf(alg, keys.skeyid_a), KeyedPrf(alg, keys.skeyid_d))
+            self._prf_a = KeyedPrf(alg, keys.skeyid_a)
+            self._prf_d = KeyedPrf(alg, keys.skeyid_d)
             self._prf_keys = keys
-        return prfs
+        return self._prf_a, self._prf_d     # type: ignore[return-value]
 
     def remember_message_id(self, message_id: int) -> None:
         self.used_message_ids[message_id] = None
@@ -235,11 +302,14 @@ class IpsecSA(_Timed):
     nonces: tuple[bytes, bytes] = (b"", b"")
     replaced: bool = False
     fading: bool = False
-    # Expiry (engine clock time) while ready with a lifetime; timers holds only
-    # the next one's call.
+    # Expiry (engine clock time) while ready with a lifetime; only the next of the
+    # two has a pending call.
     soft_at: float | None = None
     hard_at: float | None = None
-    timers: dict[str, Any] = field(default_factory=dict)
+    # The pending expiry calls (see _Timed; ``timers`` shows them by purpose).
+    soft_call: Any = field(default=None, init=False, repr=False)
+    hard_call: Any = field(default=None, init=False, repr=False)
+    replaced_call: Any = field(default=None, init=False, repr=False)
     # NAT-T transport mode (RFC 3947 §5.2): the original addresses the peer sent in
     # NAT-OAi / NAT-OAr, (initiator's, responder's); the kernel needs the peer's one
     # to fix up TCP/UDP checksums (XFRMA_ENCAP's oa). None when not received.

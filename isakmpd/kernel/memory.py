@@ -59,7 +59,11 @@ _IPCOMP = ProtocolId.IPCOMP
 _LEVELS = debug.LEVELS
 _SYSDEP = int(DebugClass.SYSDEP)
 
-SaKey = tuple[ProtocolId, bytes, str]
+# (protocol number, SPI, destination). The protocol as a plain int, not the
+# ProtocolId member (equal to it, and hashing alike): a tuple of ints, bytes and
+# text is left alone by the garbage collector once it has seen it, and every
+# installed SA keeps its key.
+SaKey = tuple[int, bytes, str]
 
 
 def _address(text: str, what: str) -> str:
@@ -140,7 +144,7 @@ class MemoryKernel:
         for _ in range(_SPI_ATTEMPTS):
             value = low + self._rng.randbelow(high - low + 1)
             spi = value.to_bytes(4, "big")
-            key = (protocol, spi, dst)
+            key = (protocol._value_, spi, dst)
             if key not in self.reserved and key not in self.sas:
                 self.reserved.add(key)
                 if _LEVELS[_SYSDEP] >= 50:
@@ -151,7 +155,7 @@ class MemoryKernel:
 
     def release_spi(self, protocol: ProtocolId, spi: bytes, dst: str) -> None:
         protocol = _protocol(protocol)
-        key = (protocol, _spi(spi), _address(dst, "destination"))
+        key = (protocol._value_, _spi(spi), _address(dst, "destination"))
         if key not in self.reserved:
             raise KernelError(f"no reserved {protocol.label} SPI 0x{spi.hex()} to {key[2]}")
         self.reserved.discard(key)
@@ -182,7 +186,7 @@ class MemoryKernel:
             raise KernelError(f"ESP SA spi 0x{spi.hex()} to {dst} has no encryption transform")
         if protocol == _IPCOMP:
             _check_ipcomp(sa, spi, dst)
-        key = (protocol, spi, dst)
+        key = (protocol._value_, spi, dst)
         if key in self.sas:
             raise KernelError(f"an {protocol.label} SA with SPI 0x{spi.hex()} to {dst} "
                               "already exists")
@@ -193,14 +197,14 @@ class MemoryKernel:
 
     def update_sa(self, old: KernelSA, new: KernelSA) -> None:
         protocol = _protocol(old.protocol)
-        key = (protocol, _spi(old.spi), _address(old.dst, "destination"))
+        key = (protocol._value_, _spi(old.spi), _address(old.dst, "destination"))
         if key not in self.sas:
             raise KernelError(f"no {protocol.label} SA with SPI 0x{old.spi.hex()} to {key[2]}")
         if new.protocol != old.protocol or new.spi != old.spi:
             raise KernelError(f"an update of {protocol.label} SA 0x{old.spi.hex()} must keep "
                               "its protocol and SPI")
         _address(new.src, "source")
-        new_key = (protocol, key[1], _address(new.dst, "destination"))
+        new_key = (protocol._value_, key[1], _address(new.dst, "destination"))
         if new_key != key and new_key in self.sas:
             raise KernelError(f"an {protocol.label} SA with SPI 0x{old.spi.hex()} to "
                               f"{new_key[2]} already exists")
@@ -212,7 +216,7 @@ class MemoryKernel:
 
     def delete_sa(self, protocol: ProtocolId, spi: bytes, dst: str) -> None:
         protocol = _protocol(protocol)
-        key = (protocol, _spi(spi), _address(dst, "destination"))
+        key = (protocol._value_, _spi(spi), _address(dst, "destination"))
         sa = self.sas.pop(key, None)
         if sa is None:
             raise KernelError(f"no {protocol.label} SA with SPI 0x{spi.hex()} to {key[2]}")
