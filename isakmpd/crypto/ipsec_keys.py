@@ -76,10 +76,20 @@ __all__ = [
 
 # --- Quick Mode and informational hashes (RFC 2409 §5.5, §5.7) --------------
 
-# Each Quick Mode computes HASH(1), (2) and (3): with a KeyedPrf of the right hash
-# and an int M-ID (what the exchange passes) the prf is called directly, the same
-# bytes as prf() of message_id_bytes() with two calls fewer; anything else takes
-# that general path, with its checks and errors.
+def _qm_hash(hash_alg: int, skeyid_a: bytes | _prf.KeyedPrf, head: bytes,
+             message_id: int | bytes, tail: bytes) -> bytes:
+    """prf(SKEYID_a, head | M-ID | tail), the shape of HASH(1), (2) and (3).
+
+    Every Quick Mode computes all three: with a KeyedPrf of the right hash and an
+    int M-ID (what the exchange passes) the prf is called directly, the same bytes
+    as prf() of message_id_bytes() with two calls fewer; anything else takes that
+    general path, with its checks and errors.
+    """
+    if type(skeyid_a) is _prf.KeyedPrf and skeyid_a.algorithm == hash_alg \
+            and type(message_id) is int and 0 <= message_id <= 0xFFFFFFFF:
+        return skeyid_a(head + message_id.to_bytes(4, "big") + tail)
+    return _prf.prf(hash_alg, skeyid_a, head + message_id_bytes(message_id) + tail)
+
 
 def quick_mode_hash1(hash_alg: int, skeyid_a: bytes | _prf.KeyedPrf, message_id: int | bytes,
                      payloads: bytes) -> bytes:
@@ -87,29 +97,19 @@ def quick_mode_hash1(hash_alg: int, skeyid_a: bytes | _prf.KeyedPrf, message_id:
 
     ``payloads`` is everything after the HASH payload, as sent (RFC 2409 §5.5).
     """
-    if type(skeyid_a) is _prf.KeyedPrf and skeyid_a.algorithm == hash_alg \
-            and type(message_id) is int and 0 <= message_id <= 0xFFFFFFFF:
-        return skeyid_a(message_id.to_bytes(4, "big") + payloads)
-    return _prf.prf(hash_alg, skeyid_a, message_id_bytes(message_id) + payloads)
+    return _qm_hash(hash_alg, skeyid_a, b"", message_id, payloads)
 
 
 def quick_mode_hash2(hash_alg: int, skeyid_a: bytes | _prf.KeyedPrf, message_id: int | bytes,
                      ni_b: bytes, payloads: bytes) -> bytes:
     """HASH(2) = prf(SKEYID_a, M-ID | Ni_b | SA | Nr [| KE] [| IDci | IDcr])."""
-    if type(skeyid_a) is _prf.KeyedPrf and skeyid_a.algorithm == hash_alg \
-            and type(message_id) is int and 0 <= message_id <= 0xFFFFFFFF:
-        return skeyid_a(message_id.to_bytes(4, "big") + ni_b + payloads)
-    return _prf.prf(hash_alg, skeyid_a, message_id_bytes(message_id) + ni_b + payloads)
+    return _qm_hash(hash_alg, skeyid_a, b"", message_id, ni_b + payloads)
 
 
 def quick_mode_hash3(hash_alg: int, skeyid_a: bytes | _prf.KeyedPrf, message_id: int | bytes,
                      ni_b: bytes, nr_b: bytes) -> bytes:
     """HASH(3) = prf(SKEYID_a, 0 | M-ID | Ni_b | Nr_b); the 0 is one zero octet."""
-    if type(skeyid_a) is _prf.KeyedPrf and skeyid_a.algorithm == hash_alg \
-            and type(message_id) is int and 0 <= message_id <= 0xFFFFFFFF:
-        return skeyid_a(b"\x00" + message_id.to_bytes(4, "big") + ni_b + nr_b)
-    return _prf.prf(hash_alg, skeyid_a,
-                    b"\x00" + message_id_bytes(message_id) + ni_b + nr_b)
+    return _qm_hash(hash_alg, skeyid_a, b"\x00", message_id, ni_b + nr_b)
 
 
 def informational_hash(hash_alg: int, skeyid_a: bytes, message_id: int | bytes,

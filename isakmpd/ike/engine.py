@@ -1094,7 +1094,7 @@ class Engine:
         # the list (which, without a checker, is parsed from the store each time).
         manager = self.connection_manager
         if manager is not None:
-            return bool(manager.is_active(connection))
+            return manager.is_active(connection)
         return connection.lower() in self.store.memo(_KEPT_UP_MEMO, self._configured_lower)
 
     def _configured_lower(self) -> frozenset[str]:

@@ -296,16 +296,19 @@ class Exchange:
         self.fail(ExchangeError(None, reason), log=False)
 
     def _cancel_timers(self) -> None:
+        self._drop_timer()
+        self._retransmit_at = None
+
+    def _drop_timer(self) -> None:
+        """Cancel the exchange's timer, if any, unless it has run or was cancelled
+        already (asking active() first would cost a call)."""
         timer = self._timer
         if timer is not None:
             self._timer = None
-            # Cancelled unless it has run or was cancelled already (asking
-            # active() first would cost a call).
             try:
                 timer.cancel()
             except (AlreadyCalled, AlreadyCancelled):
                 pass
-        self._retransmit_at = None
 
     # -- the script ----------------------------------------------------------------
 
@@ -431,11 +434,7 @@ class Exchange:
         if timer is not None:
             if self._timer_at <= at:
                 return          # in time (if early, _tick sets it again)
-            self._timer = None
-            try:                # (see _cancel_timers)
-                timer.cancel()
-            except (AlreadyCalled, AlreadyCancelled):
-                pass
+            self._drop_timer()
         self._timer_at = at
         self._timer = self.engine.clock.callLater(delay, self._tick)
 

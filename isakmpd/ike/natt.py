@@ -173,17 +173,8 @@ def nat_d_hashes(hash_alg: int, cookie_i: bytes, cookie_r: bytes,
                  local: tuple[str, int], remote: tuple[str, int]) -> tuple[bytes, bytes]:
     """(:func:`nat_d_hash` of ``local``, of ``remote``) in one call: an exchange
     needs both, to check the NAT-D it receives and to send its own."""
-    if len(cookie_i) != 8 or len(cookie_r) != 8:
-        raise ValueError("NAT-D needs both 8-byte cookies")
-    (local_ip, local_port), (remote_ip, remote_port) = local, remote
-    if not (0 <= local_port <= 0xffff and 0 <= remote_port <= 0xffff):
-        port = remote_port if 0 <= local_port <= 0xffff else local_port
-        raise ValueError(f"port {port} is out of range")
-    cookies = bytes(cookie_i) + bytes(cookie_r)
-    return (plain_hash(hash_alg, cookies + _address_bytes(local_ip)
-                       + local_port.to_bytes(2, "big")),
-            plain_hash(hash_alg, cookies + _address_bytes(remote_ip)
-                       + remote_port.to_bytes(2, "big")))
+    return (nat_d_hash(hash_alg, cookie_i, cookie_r, *local),
+            nat_d_hash(hash_alg, cookie_i, cookie_r, *remote))
 
 
 def nat_d_payloads(hash_alg: int, cookie_i: bytes, cookie_r: bytes,
